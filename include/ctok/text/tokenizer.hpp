@@ -1,0 +1,73 @@
+// Tokenizers: CLIP BPE (identical to OpenAI's, id for id) and SentencePiece, behind one
+// interface, with custom tokens ("<my-dress>") split out before ordinary tokenisation
+// and mapped to reserved ids beyond the vocabulary.
+//
+//   auto tok = ctok::text::load_tokenizer("clip-bpe:bpe_simple_vocab_16e6.txt.gz");
+//   int64_t id = tok->add_custom_token("<my-dress>");        // id >= tok->vocab_size()
+//   ctok::text::Encoding e = tok->encode("a photo of a <my-dress> dress", 77);
+//   // e.ids: bos ... eos pad...; e.eos_index; e.custom = {{5, "<my-dress>"}}
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace ctok::text {
+
+struct Encoding {
+  std::vector<int64_t> ids;         // exactly context_length ids: bos, tokens, eos, then pad
+  std::vector<std::string> pieces;  // one per id up to and including eos (no padding)
+  int64_t eos_index = 0;            // position of eos in ids
+  int64_t truncated = 0;            // tokens dropped to fit context_length (0 if none)
+  // Positions of custom tokens in ids, with their token strings, in order.
+  std::vector<std::pair<int64_t, std::string>> custom;
+};
+
+struct SpecialIds {
+  int64_t bos = -1, eos = -1, pad = -1;
+};
+
+class Tokenizer {
+ public:
+  virtual ~Tokenizer() = default;
+
+  // Ordinary tokenisation of text without custom tokens: no bos/eos.
+  virtual std::vector<int64_t> encode_plain(const std::string& text) const = 0;
+  virtual std::string id_to_piece(int64_t id) const = 0;  // custom ids give their token string
+  // The id of a piece exactly as stored in the vocabulary, or -1.
+  virtual int64_t piece_to_id(const std::string& piece) const = 0;
+  virtual int64_t vocab_size() const = 0;  // ordinary vocabulary; custom ids start here
+  virtual std::string type() const = 0;    // "clip-bpe" or "sentencepiece"
+
+  const SpecialIds& special() const { return special_; }
+  void set_special(SpecialIds ids) { special_ = ids; }
+
+  // Register a custom token string; returns its reserved id (vocab_size() + k).
+  // Throws bad_input if the string is empty, contains whitespace, or the tokenizer
+  // already knows it as a single piece. Registering the same string twice returns the
+  // same id.
+  int64_t add_custom_token(const std::string& token);
+  const std::vector<std::string>& custom_tokens() const { return custom_; }
+  int64_t custom_token_id(const std::string& token) const;  // -1 if not registered
+
+  // Full encoding: custom tokens split out, bos + tokens + eos, truncated (eos kept)
+  // and padded to context_length.
+  Encoding encode(const std::string& text, int64_t context_length) const;
+
+ private:
+  SpecialIds special_;
+  std::vector<std::string> custom_;
+};
+
+// CLIP BPE from a bpe_simple_vocab_16e6.txt.gz merges file (read directly from the .gz).
+// bos 49406 "<|startoftext|>", eos 49407 "<|endoftext|>", pad defaults to eos.
+std::unique_ptr<Tokenizer> load_clip_bpe(const std::string& path);
+// SentencePiece .model file, through the dlopen'ed shim; special ids from the model
+// unless given (>= 0) in `special`.
+std::unique_ptr<Tokenizer> load_sentencepiece(const std::string& path, SpecialIds special = {});
+// "clip-bpe:FILE" or "sentencepiece:FILE".
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& spec);
+
+}  // namespace ctok::text

@@ -1,0 +1,1 @@
+"""ctok Python side: FashionWorld generator, default-model trainer and exporters."""
