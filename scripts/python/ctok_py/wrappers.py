@@ -35,11 +35,17 @@ class TextEncoderWrapper(nn.Module):
     """
 
     def __init__(self, token_embedding: Tensor, position_embedding: Tensor,
-                 blocks: List[nn.Module], final_ln: nn.Module, projection: nn.Module):
+                 blocks: List[nn.Module], final_ln: nn.Module, projection: nn.Module,
+                 trainable: bool = False):
         super().__init__()
-        # Buffers, not parameters: the C++ side reads them and never trains them.
-        self.register_buffer("token_embedding", token_embedding.detach().clone().float())
-        self.register_buffer("position_embedding", position_embedding.detach().clone().float())
+        if trainable:  # training: the tables are learned parameters
+            self.token_embedding = nn.Parameter(token_embedding)
+            self.position_embedding = nn.Parameter(position_embedding)
+        else:
+            # Export: buffers, not parameters; the C++ side reads them and never trains them.
+            self.register_buffer("token_embedding", token_embedding.detach().clone().float())
+            self.register_buffer("position_embedding",
+                                 position_embedding.detach().clone().float())
         self.blocks = nn.ModuleList(blocks)
         self.final_ln = final_ln
         self.projection = projection
