@@ -1,0 +1,137 @@
+#include "ctok/core/json.hpp"
+
+#include <algorithm>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "ctok/core/fs.hpp"
+
+namespace ctok::json {
+namespace {
+
+// Line and column (1-based) of a byte position (1-based, as nlohmann reports it).
+void line_column(const std::string& text, std::size_t byte, std::size_t* line, std::size_t* column) {
+  *line = 1;
+  *column = 0;
+  const std::size_t end = std::min(byte, text.size());
+  for (std::size_t i = 0; i < end; ++i) {
+    if (text[i] == '\n') {
+      ++*line;
+      *column = 0;
+    } else {
+      ++*column;
+    }
+  }
+  if (*column == 0) *column = 1;
+}
+
+// nlohmann's message minus its "[json.exception.parse_error.101] parse error at ...: " prefix.
+std::string parse_detail(const std::string& what) {
+  std::string s = what;
+  auto bracket = s.find("] ");
+  if (bracket != std::string::npos && s.rfind("[json.exception", 0) == 0) s = s.substr(bracket + 2);
+  auto colon = s.find(": ");
+  if (s.rfind("parse error", 0) == 0 && colon != std::string::npos) s = s.substr(colon + 2);
+  return s;
+}
+
+}  // namespace
+
+Json parse_string(const std::string& text, const std::string& origin) {
+  // Duplicate keys: nlohmann keeps the last one silently; a config with two "steps" is a
+  // mistake worth reporting. Track the keys of each open object.
+  std::vector<std::set<std::string>> open_objects;
+  std::string duplicate;
+  auto callback = [&](int /*depth*/, Json::parse_event_t event, Json& parsed) -> bool {
+    switch (event) {
+      case Json::parse_event_t::object_start:
+        open_objects.emplace_back();
+        break;
+      case Json::parse_event_t::object_end:
+        if (!open_objects.empty()) open_objects.pop_back();
+        break;
+      case Json::parse_event_t::key:
+        if (!open_objects.empty() && parsed.is_string()) {
+          const std::string& k = parsed.get_ref<const std::string&>();
+          if (!open_objects.back().insert(k).second && duplicate.empty()) duplicate = k;
+        }
+        break;
+      default:
+        break;
+    }
+    return true;
+  };
+  Json value;
+  try {
+    value = Json::parse(text, callback, /*allow_exceptions=*/true, /*ignore_comments=*/false);
+  } catch (const Json::parse_error& e) {
+    std::size_t line = 0, column = 0;
+    line_column(text, e.byte, &line, &column);
+    throw bad_input("invalid JSON at line " + std::to_string(line) + ", column " + std::to_string(column) + ": " +
+                    parse_detail(e.what()))
+        .file(origin);
+  }
+  if (!duplicate.empty()) throw bad_input("duplicate key in a JSON object").file(origin).key(duplicate);
+  return value;
+}
+
+Json parse_file(const std::string& path) { return parse_string(read_text_file(path), path); }
+
+std::string type_name(const Json& value) {
+  switch (value.type()) {
+    case Json::value_t::object:
+      return "object";
+    case Json::value_t::array:
+      return "array";
+    case Json::value_t::string:
+      return "string";
+    case Json::value_t::number_integer:
+    case Json::value_t::number_unsigned:
+      return "integer";
+    case Json::value_t::number_float:
+      return "number";
+    case Json::value_t::boolean:
+      return "boolean";
+    case Json::value_t::null:
+      return "null";
+    default:
+      return "value";
+  }
+}
+
+std::string describe(const Json& value) {
+  std::string text = value.dump(-1, ' ', false, Json::error_handler_t::replace);
+  if (text.size() > 60) text = text.substr(0, 57) + "...";
+  if (value.is_null()) return "null";
+  return type_name(value) + " " + text;
+}
+
+void require_object(const Json& value, const std::string& where) {
+  if (!value.is_object()) throw bad_input("wrong type").file(where).expected("object").found(describe(value));
+}
+
+void check_keys(const Json& object, const std::vector<std::string>& allowed, const std::string& where) {
+  require_object(object, where);
+  for (auto it = object.begin(); it != object.end(); ++it) {
+    if (std::find(allowed.begin(), allowed.end(), it.key()) != allowed.end()) continue;
+    std::string list;
+    for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
+    throw bad_input("unknown key").file(where).key(it.key()).expected("one of: " + list);
+  }
+}
+
+namespace detail {
+
+void throw_type_error(const Json& value, const std::string& expected, const std::string& key,
+                      const std::string& where) {
+  throw bad_input("wrong type").file(where).key(key).expected(expected).found(describe(value));
+}
+
+void throw_range_error(const Json& value, const std::string& expected, const std::string& key,
+                       const std::string& where) {
+  throw bad_input("value out of range").file(where).key(key).expected(expected).found(describe(value));
+}
+
+}  // namespace detail
+}  // namespace ctok::json
