@@ -29,6 +29,12 @@ struct SpecialIds {
   int64_t bos = -1, eos = -1, pad = -1;
 };
 
+// A piece of text between custom tokens, or one custom token (custom_id >= 0).
+struct Segment {
+  std::string text;
+  int64_t custom_id = -1;
+};
+
 class Tokenizer {
  public:
   virtual ~Tokenizer() = default;
@@ -53,8 +59,22 @@ class Tokenizer {
   int64_t custom_token_id(const std::string& token) const;  // -1 if not registered
 
   // Full encoding: custom tokens split out, bos + tokens + eos, truncated (eos kept)
-  // and padded to context_length.
+  // and padded to context_length. A special id < 0 is left out (e.g. a SentencePiece
+  // model without bos); without eos, eos_index is the last kept position.
+  // Throws bad_input if context_length cannot hold bos and eos.
   Encoding encode(const std::string& text, int64_t context_length) const;
+
+  // The text cut at registered custom tokens (exact string match anywhere, the longest
+  // token first where several start at one place), in order; text between them is
+  // tokenised on its own by encode_plain.
+  std::vector<Segment> split_custom(const std::string& text) const;
+
+ protected:
+  // Why `token` is already one ordinary piece (for the error message), or "" if it is
+  // not. The default: encode_plain(token) gives a single id.
+  virtual std::string known_as_single_piece(const std::string& token) const;
+  // The registered string of a custom id, or nullptr if id is not a custom id.
+  const std::string* custom_token_string(int64_t id) const;
 
  private:
   SpecialIds special_;
