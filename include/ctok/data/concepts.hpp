@@ -1,0 +1,89 @@
+// The retrieval protocol's selections on a DeepFashion2-layout split (docs/method.md §5):
+// items, concepts (pair_id, style), the seeded support set a token is learned from, the
+// shop gallery, and negatives from other identities of the same category.
+//
+//   ctok::data::Split split = ctok::data::read_split(root, "validation");
+//   auto concepts = ctok::data::find_concepts(split, {.min_user = 3});
+//   const auto& c = ctok::data::get_concept(concepts, 100001, 1);      // bad_input if absent
+//   std::vector<ctok::data::Crop> support = ctok::data::select_support(c, 3, /*seed=*/0);
+//   std::vector<ctok::data::Crop> gallery = ctok::data::gallery(split);
+//
+// Every selection is deterministic for a seed on every platform (own generator, no
+// std::shuffle), and independent of the thread count used to read the split.
+#pragma once
+
+#include <cstdint>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "ctok/data/deepfashion2.hpp"
+#include "ctok/image/image.hpp"
+
+namespace ctok::data {
+
+// One annotated item as an image crop.
+struct Crop {
+  std::string image_path;
+  image::Box box;
+  std::string stem, item;  // "000001", "item1"
+  std::string source;      // "shop" | "user"
+  int64_t pair_id = 0;
+  int style = 0;
+  int category_id = 0;
+  std::string category_name;
+  std::string parent, color, pattern;  // FashionWorld extras, empty for DeepFashion2
+
+  std::string id() const { return stem + "/" + item; }  // unique within a split
+};
+
+struct Concept {
+  int64_t pair_id = 0;
+  int style = 0;
+  int category_id = 0;
+  std::string category_name;
+  std::string parent, color, pattern;  // FashionWorld extras of its first user item
+  std::vector<Crop> user, shop;        // sorted by (stem, item)
+};
+
+struct ConceptOptions {
+  int min_user = 3;  // eligible with at least this many user items (the protocol's k)
+  int min_shop = 1;  // ... and at least this many shop items
+};
+
+// Every item with style > 0 (the protocol's items), optionally of one source ("" = both).
+std::vector<Crop> list_items(const Split& split, const std::string& source = "");
+// Eligible concepts, sorted by (pair_id, style).
+std::vector<Concept> find_concepts(const Split& split, const ConceptOptions& options = {});
+// The concept (pair_id, style); bad_input saying why when it is absent or not eligible.
+const Concept& get_concept(const std::vector<Concept>& concepts, int64_t pair_id, int style);
+// k user crops of the concept, chosen with the seed (and the concept's key, so concepts
+// get independent draws); bad_input when the concept has fewer than k user items.
+std::vector<Crop> select_support(const Concept& concept_, int k, uint64_t seed);
+// Every shop crop with style > 0, all categories: the retrieval gallery.
+std::vector<Crop> gallery(const Split& split);
+// Up to n user crops (n <= 0: all) of other identities (pair_id differs) of the same
+// category_name, chosen with the seed, at most `per_identity` from one identity.
+std::vector<Crop> select_negatives(const Split& split, const Concept& concept_, int n, uint64_t seed,
+                                   int per_identity = 1);
+
+// Hidden categories listed by <root>/world.json (FashionWorld), empty when there is none.
+std::set<std::string> hidden_categories(const std::string& root);
+// The word queries use for the concept: its parent for a hidden FashionWorld category, else
+// its category_name.
+std::string query_word(const Concept& concept_, const std::set<std::string>& hidden);
+
+// Deterministic generator used by the selections (splitmix64); exposed for the learner.
+class SplitMix64 {
+ public:
+  explicit SplitMix64(uint64_t seed) : state_(seed) {}
+  uint64_t next();
+  uint64_t below(uint64_t n);  // uniform in [0, n), n > 0
+  double uniform();            // [0, 1)
+ private:
+  uint64_t state_;
+};
+// A seed mixed with further values (order matters).
+uint64_t mix_seed(uint64_t seed, uint64_t a, uint64_t b = 0, uint64_t c = 0);
+
+}  // namespace ctok::data
