@@ -13,11 +13,18 @@ namespace ctok::model {
 BetaSchedule parse_beta_schedule(const std::string& name) {
   if (name == "linear") return BetaSchedule::kLinear;
   if (name == "scaled_linear") return BetaSchedule::kScaledLinear;
-  throw bad_input("unknown beta schedule").key("beta_schedule").expected("linear or scaled_linear").found(name);
+  if (name == "squaredcos_cap_v2") return BetaSchedule::kSquaredCosCapV2;
+  throw bad_input("unknown beta schedule").key("beta_schedule")
+      .expected("linear, scaled_linear or squaredcos_cap_v2").found(name);
 }
 
 std::string beta_schedule_name(BetaSchedule schedule) {
-  return schedule == BetaSchedule::kLinear ? "linear" : "scaled_linear";
+  switch (schedule) {
+    case BetaSchedule::kLinear: return "linear";
+    case BetaSchedule::kScaledLinear: return "scaled_linear";
+    case BetaSchedule::kSquaredCosCapV2: return "squaredcos_cap_v2";
+  }
+  return "scaled_linear";
 }
 
 Prediction parse_prediction(const std::string& name) {
@@ -52,7 +59,8 @@ NoiseSchedule::NoiseSchedule(const ScheduleConfig& config) : config_(config) {
     throw bad_input("num_train_timesteps out of range").key("diffusion.num_train_timesteps")
         .expected("2..100000").found(std::to_string(n));
   }
-  if (!(config.beta_start > 0 && config.beta_end < 1 && config.beta_start <= config.beta_end)) {
+  const bool uses_betas = config.beta_schedule != BetaSchedule::kSquaredCosCapV2;
+  if (uses_betas && !(config.beta_start > 0 && config.beta_end < 1 && config.beta_start <= config.beta_end)) {
     throw bad_input("beta_start/beta_end must satisfy 0 < beta_start <= beta_end < 1")
         .key("diffusion.beta_start")
         .found(std::to_string(config.beta_start) + ", " + std::to_string(config.beta_end));
@@ -61,8 +69,17 @@ NoiseSchedule::NoiseSchedule(const ScheduleConfig& config) : config_(config) {
   auto opts = torch::TensorOptions().dtype(torch::kFloat64);
   if (config.beta_schedule == BetaSchedule::kLinear) {
     betas_ = torch::linspace(config.beta_start, config.beta_end, n, opts);
-  } else {
+  } else if (config.beta_schedule == BetaSchedule::kScaledLinear) {
     betas_ = torch::linspace(std::sqrt(config.beta_start), std::sqrt(config.beta_end), n, opts).pow(2);
+  } else {
+    // Nichol & Dhariwal's cosine schedule, as diffusers' betas_for_alpha_bar (max beta 0.999).
+    const double pi = 3.14159265358979323846;
+    auto alpha_bar = [pi](double t) { return std::pow(std::cos((t + 0.008) / 1.008 * pi / 2), 2); };
+    betas_ = torch::empty({n}, opts);
+    auto acc = betas_.accessor<double, 1>();
+    for (int i = 0; i < n; ++i) {
+      acc[i] = std::min(1 - alpha_bar((i + 1.0) / n) / alpha_bar(static_cast<double>(i) / n), 0.999);
+    }
   }
   alphas_cumprod_ = torch::cumprod(1.0 - betas_, 0);
   acp_.assign(alphas_cumprod_.data_ptr<double>(), alphas_cumprod_.data_ptr<double>() + n);

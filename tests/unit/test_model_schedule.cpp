@@ -175,3 +175,12 @@ TEST(ModelSchedule, EtaNoiseIsSeeded) {
   o.eta = 2.0;
   EXPECT_THROW(run(3), ctok::Error);
 }
+
+TEST(ModelSchedule, CosineSchedule) {
+  NoiseSchedule s(config(BetaSchedule::kSquaredCosCapV2));
+  const double pi = 3.14159265358979323846;
+  auto alpha_bar = [pi](double t) { return std::pow(std::cos((t + 0.008) / 1.008 * pi / 2), 2); };
+  EXPECT_NEAR(s.alpha_cumprod(500), alpha_bar(0.501) / alpha_bar(0.0), 1e-9);
+  EXPECT_NEAR(s.betas()[999].item<double>(), 0.999, 1e-12);  // capped
+  EXPECT_EQ(parse_beta_schedule("squaredcos_cap_v2"), BetaSchedule::kSquaredCosCapV2);
+}

@@ -24,12 +24,12 @@
 
 namespace ctok::model {
 
-enum class BetaSchedule { kLinear, kScaledLinear };
+enum class BetaSchedule { kLinear, kScaledLinear, kSquaredCosCapV2 };
 enum class Prediction { kEpsilon, kVPrediction };
 enum class Sampler { kDdim, kEuler };
 enum class Spacing { kTrailing, kLeading };
 
-BetaSchedule parse_beta_schedule(const std::string& name);  // "linear" | "scaled_linear"
+BetaSchedule parse_beta_schedule(const std::string& name);  // "linear" | "scaled_linear" | "squaredcos_cap_v2"
 std::string beta_schedule_name(BetaSchedule schedule);
 Prediction parse_prediction(const std::string& name);  // "epsilon" | "v_prediction"
 std::string prediction_name(Prediction prediction);
@@ -41,8 +41,8 @@ std::string spacing_name(Spacing spacing);
 struct ScheduleConfig {
   int num_train_timesteps = 1000;                      // T
   BetaSchedule beta_schedule = BetaSchedule::kScaledLinear;
-  double beta_start = 0.00085;                         // beta_0
-  double beta_end = 0.012;                             // beta_{T-1}
+  double beta_start = 0.00085;                         // beta_0 (not used by squaredcos_cap_v2)
+  double beta_end = 0.012;                             // beta_{T-1} (not used by squaredcos_cap_v2)
   Prediction prediction = Prediction::kEpsilon;        // what the UNet outputs
 };
 
