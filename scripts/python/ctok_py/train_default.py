@@ -148,7 +148,7 @@ def conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 class ConvBackbone(nn.Module):
     """32x32 -> pooled [B, C]."""
 
-    def __init__(self, widths: Tuple[int, ...] = (32, 64, 128, 256)):
+    def __init__(self, widths: Tuple[int, ...] = (24, 48, 96, 192)):
         super().__init__()
         c0, c1, c2, c3 = widths
         self.net = nn.Sequential(
@@ -163,7 +163,7 @@ class ConvBackbone(nn.Module):
         return torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
 
 
-def make_image_encoder(feature_dim: int = 128, widths=(32, 64, 128, 256)) -> ImageEncoderWrapper:
+def make_image_encoder(feature_dim: int = 128, widths=(24, 48, 96, 192)) -> ImageEncoderWrapper:
     bb = ConvBackbone(tuple(widths))
     proj = nn.Sequential(nn.Linear(2 * bb.out_dim, 2 * bb.out_dim), nn.ReLU(),
                          nn.Linear(2 * bb.out_dim, feature_dim))
@@ -192,7 +192,7 @@ class ResBlock(nn.Module):
 class VaeEncoder(nn.Module):
     """32x32x3 -> posterior mean 8x8xC (the variance head is used in training only)."""
 
-    def __init__(self, ch: int = 32, zc: int = LATENT_CHANNELS):
+    def __init__(self, ch: int = 16, zc: int = LATENT_CHANNELS):
         super().__init__()
         self.net = nn.Sequential(
             nn.Conv2d(3, ch, 3, 1, 1), ResBlock(ch, ch),
@@ -211,7 +211,7 @@ class VaeEncoder(nn.Module):
 
 
 class VaeDecoder(nn.Module):
-    def __init__(self, ch: int = 32, zc: int = LATENT_CHANNELS):
+    def __init__(self, ch: int = 16, zc: int = LATENT_CHANNELS):
         super().__init__()
         self.net = nn.Sequential(
             nn.Conv2d(zc, 4 * ch, 3, 1, 1), ResBlock(4 * ch, 4 * ch), ResBlock(4 * ch, 4 * ch),
@@ -249,7 +249,7 @@ class SpatialTransformer(nn.Module):
 class LatentUNet(nn.Module):
     """Small UNet on 8x8 latents, one down/up level, cross-attention in every block."""
 
-    def __init__(self, zc: int = LATENT_CHANNELS, ch: Tuple[int, int] = (64, 128),
+    def __init__(self, zc: int = LATENT_CHANNELS, ch: Tuple[int, int] = (48, 96),
                  context_width: int = 128, temb: int = 256):
         super().__init__()
         c1, c2 = ch
@@ -608,8 +608,12 @@ def cosine_lr(step: int, total: int, base: float, warmup: int = 200) -> float:
 def timed_training(name: str, work: str, budget_min: float, step_fn, state: dict,
                    modules: Dict[str, nn.Module], opt, base_lr: float, max_steps: int = 0,
                    ckpt_every_s: float = 120.0, log_every: int = 50) -> dict:
-    """Runs ``step_fn(step) -> loss`` with a cosine schedule; total steps fixed from the
-    speed of the first steps and the budget; checkpoints to work/<name>.ckpt."""
+    """Runs ``step_fn(step) -> loss`` for ``budget_min`` minutes of (resumable) wall time.
+
+    The machine is shared, so the schedule follows time, not steps: the learning rate is a
+    warm-up then cosine in the fraction of the budget spent; checkpoints to
+    work/<name>.ckpt every ``ckpt_every_s``.
+    """
     ck = os.path.join(work, name + ".ckpt")
     if os.path.exists(ck):
         saved = torch.load(ck)
@@ -618,38 +622,35 @@ def timed_training(name: str, work: str, budget_min: float, step_fn, state: dict
         opt.load_state_dict(saved["opt"])
         state.update(saved["state"])
         torch.set_rng_state(saved["rng"])
-        log(f"{name}: resumed at step {state['step']}/{state.get('total')}")
+        log(f"{name}: resumed at step {state['step']}, {state['seconds']:.0f}s spent")
     state.setdefault("step", 0)
     state.setdefault("seconds", 0.0)
     state.setdefault("losses", [])
+    budget = budget_min * 60.0
     last_ck = time.time()
     t_start = time.time()
     s0 = state["seconds"]
-    run_loss = None
-    calib = 30
-    while True:
+    run_loss = state.get("run_loss")
+    while state["seconds"] < budget and not (max_steps and state["step"] >= max_steps):
         step = state["step"]
-        total = state.get("total")
-        if total is not None and step >= total:
-            break
-        if total is None and step == calib:
-            rate = step / max(1e-6, state["seconds"])
-            total = int(rate * budget_min * 60)
-            if max_steps:
-                total = min(total, max_steps)
-            total = max(total, calib + 1)
-            state["total"] = total
-            log(f"{name}: {rate:.2f} steps/s -> {total} steps for {budget_min} min")
-        lr = cosine_lr(step, total or 10 ** 9, base_lr, warmup=min(200, (total or 2000) // 10))
+        p = state["seconds"] / budget
+        warm = 0.05
+        if p < warm:
+            lr = base_lr * max(0.02, p / warm)
+        else:
+            q = (p - warm) / (1 - warm)
+            lr = base_lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * q)))
         for g in opt.param_groups:
             g["lr"] = lr
         loss = step_fn(step)
         run_loss = loss if run_loss is None else 0.98 * run_loss + 0.02 * loss
+        state["run_loss"] = run_loss
         state["step"] = step + 1
         state["seconds"] = s0 + time.time() - t_start
         if step % log_every == 0:
-            state["losses"].append((step, run_loss))
-            log(f"{name} step {step}/{total} loss {loss:.4f} (avg {run_loss:.4f}) lr {lr:.2e}")
+            state["losses"].append((step, round(run_loss, 5)))
+            log(f"{name} step {step} ({100 * p:.0f}% of {budget_min} min) loss {loss:.4f} "
+                f"(avg {run_loss:.4f}) lr {lr:.2e} {step / max(1e-6, state['seconds']):.2f} steps/s")
         if time.time() - last_ck > ckpt_every_s:
             save_ckpt(ck, {"modules": {k: m.state_dict() for k, m in modules.items()},
                            "opt": opt.state_dict(), "state": state, "rng": torch.get_rng_state()})
@@ -769,3 +770,688 @@ def write_bundle(out: str, name: str, text_model: TextEncoderWrapper, image_mode
         f.write("\n")
     os.replace(os.path.join(out, "bundle.json.tmp"), os.path.join(out, "bundle.json"))
     return manifest
+
+
+# ---------------------------------------------------------------------------------------
+# stages
+
+class Ctx:
+    """Shared state of a run: paths, options, lazily loaded caches and models."""
+
+    def __init__(self, args):
+        self.args = args
+        self.work = args.work
+        self._train = None
+        self._val = None
+        self.space = CaptionSpace(args.hidden)
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.work, name)
+
+    @property
+    def train(self) -> dict:
+        if self._train is None:
+            self._train = build_cache(self.args.data, "train", self.path("cache_train.pt"))
+        return self._train
+
+    @property
+    def val(self) -> dict:
+        if self._val is None:
+            self._val = build_cache(self.args.data, "validation", self.path("cache_val.pt"))
+        return self._val
+
+    def tokenizer(self) -> Tokenizer:
+        return Tokenizer(self.path("tokenizer.model"))
+
+    def clip(self) -> Tuple[TextEncoderWrapper, ImageEncoderWrapper, float]:
+        tok = self.tokenizer()
+        text = make_text_encoder(tok.vocab_size)
+        image = make_image_encoder()
+        d = torch.load(self.path("clip.pt"))
+        text.load_state_dict(d["text"])
+        image.load_state_dict(d["image"])
+        return text.eval(), image.eval(), float(d["logit_scale"])
+
+    def vae(self) -> Tuple[VaeEncoder, VaeDecoder, float]:
+        enc, dec = VaeEncoder(), VaeDecoder()
+        d = torch.load(self.path("vae.pt"))
+        enc.load_state_dict(d["enc"])
+        dec.load_state_dict(d["dec"])
+        return enc.eval(), dec.eval(), float(d["latent_scale"])
+
+    def unet(self) -> LatentUNet:
+        u = LatentUNet()
+        u.load_state_dict(torch.load(self.path("unet.pt"))["unet"])
+        return u.eval()
+
+
+def stage_tokenizer(ctx: Ctx) -> dict:
+    out = ctx.path("tokenizer.model")
+    try:
+        from ctok_py.fashionworld import CAPTION_WORDS
+        words = list(CAPTION_WORDS)
+    except ImportError:
+        words = []
+    words += CATEGORIES + list(PARENTS.values()) + COLOURS + PATTERNS + EXTRA_WORDS
+    caps = ctx.train["cap_text"]
+    rng = random.Random(ctx.args.seed)
+    sample = rng.sample(caps, min(20000, len(caps)))
+    train_tokenizer(sample, words, out)
+    tok = Tokenizer(out)
+    bad = [w for w in sorted(set(" ".join(words).split())) if len(tok.sp.encode(w)) != 1]
+    if bad:
+        raise RuntimeError(f"words not single pieces: {bad}")
+    log(f"tokenizer: {tok.vocab_size} pieces; e.g. {tok.sp.encode(caps[0], out_type=str)}")
+    return {"vocab_size": tok.vocab_size}
+
+
+def _text_batch(tok: Tokenizer, texts: List[str], cache: dict) -> Tuple[Tensor, Tensor]:
+    rows = []
+    for t in texts:
+        r = cache.get(t)
+        if r is None:
+            ids, eos = tok.encode([t])
+            r = cache[t] = (ids[0], int(eos[0]))
+        rows.append(r)
+    ids = torch.stack([r[0] for r in rows])
+    eos = torch.tensor([r[1] for r in rows])
+    return ids, eos
+
+
+def stage_clip(ctx: Ctx) -> dict:
+    a = ctx.args
+    tr = ctx.train
+    tok = ctx.tokenizer()
+    seed_all(a.seed)
+    text = make_text_encoder(tok.vocab_size)
+    image = make_image_encoder()
+    scale = nn.Parameter(torch.tensor(math.log(10.0)))
+    log(f"clip: text {n_params(text)} params, image {n_params(image)} params")
+    decay, no_decay = [], []
+    for m in (text, image):
+        for n, p in m.named_parameters():
+            (no_decay if p.ndim < 2 or "embedding" in n else decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
+                             {"params": no_decay + [scale], "weight_decay": 0.0}],
+                            lr=a.clip_lr, betas=(0.9, 0.98))
+    caps = tr["cap_text"]
+    parsed = torch.tensor([ctx.space.parse(c) for c in caps])
+    cap_full, cap_crop, cap_attr = tr["cap_full"], tr["cap_crop"], tr["cap_attr"]
+    usable = torch.nonzero((cap_full >= 0) | (cap_crop >= 0)).flatten()
+    gen = torch.Generator().manual_seed(a.seed + 1)
+    rng = random.Random(a.seed + 2)
+    tcache: dict = {}
+    B = a.clip_batch
+
+    class Holder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.text, self.image, self.scale = text, image, scale
+
+    holder = Holder()
+
+    def step_fn(step: int) -> float:
+        text.train()
+        image.train()
+        idx = usable[torch.randint(len(usable), (B,), generator=gen)]
+        use_crop = torch.rand(B, generator=gen) < a.crop_rate
+        use_crop = (use_crop & (cap_crop[idx] >= 0)) | (cap_full[idx] < 0)
+        imgs = torch.where(use_crop[:, None, None, None],
+                           tr["crops"][cap_crop[idx].clamp(min=0)],
+                           tr["full"][cap_full[idx].clamp(min=0)])
+        x = augment(to_pixels(imgs), gen)
+        texts, desc = [], []
+        for j in idx.tolist():
+            if rng.random() < a.synth_rate:
+                t, d = ctx.space.synth(tuple(cap_attr[j].tolist()), rng)
+            else:
+                t, d = caps[j], tuple(parsed[j].tolist())
+            texts.append(t)
+            desc.append(d)
+        ids, eos = _text_batch(tok, texts, tcache)
+        L = int(eos.max()) + 1  # causal: positions after the last eos change nothing pooled
+        _, tf = text(text.token_embedding[ids[:, :L]], eos)
+        imf = image(x)
+        tf = F.normalize(tf, dim=-1)
+        imf = F.normalize(imf, dim=-1)
+        logits = scale.exp().clamp(max=100.0) * imf @ tf.t()
+        match = ctx.space.match(torch.tensor(desc), cap_attr[idx]).float()  # [img, cap]
+        t_i = match / match.sum(1, keepdim=True)
+        t_t = match.t() / match.t().sum(1, keepdim=True)
+        loss = 0.5 * (-(t_i * logits.log_softmax(1)).sum(1).mean()
+                      - (t_t * logits.t().log_softmax(1)).sum(1).mean())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(text.parameters()) + list(image.parameters()), 2.0)
+        opt.step()
+        return float(loss)
+
+    st = timed_training("clip", ctx.work, a.clip_minutes, step_fn, {}, {"m": holder}, opt,
+                        a.clip_lr, max_steps=a.max_steps)
+    save_ckpt(ctx.path("clip.pt"), {"text": text.state_dict(), "image": image.state_dict(),
+                                    "logit_scale": float(scale.exp().clamp(max=100.0))})
+    res = {"steps": st["step"], "batch": B, "seconds": round(st["seconds"], 1),
+           "final_loss": round(float(st["final_loss"]), 4),
+           "logit_scale": round(float(scale.exp().clamp(max=100.0)), 3)}
+    text.eval(), image.eval()
+    res.update(quick_zero_shot(ctx, text, image, n=2000))
+    log("clip:", res)
+    return res
+
+
+def stage_vae(ctx: Ctx) -> dict:
+    a = ctx.args
+    tr = ctx.train
+    seed_all(a.seed + 10)
+    enc, dec = VaeEncoder(), VaeDecoder()
+    log(f"vae: encoder {n_params(enc)}, decoder {n_params(dec)} params")
+    opt = torch.optim.AdamW(list(enc.parameters()) + list(dec.parameters()), lr=a.vae_lr,
+                            weight_decay=0.0)
+    pool = torch.cat([tr["full"], tr["crops"]])
+    gen = torch.Generator().manual_seed(a.seed + 11)
+    B = a.vae_batch
+
+    class Holder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc, self.dec = enc, dec
+
+    def step_fn(step: int) -> float:
+        x = to_pixels(pool[torch.randint(len(pool), (B,), generator=gen)])
+        flip = torch.rand(B, generator=gen) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        mean, logvar = enc.posterior(x)
+        z = mean + (0.5 * logvar).exp() * torch.randn(mean.shape, generator=gen)
+        rec = dec(z)
+        l_rec = (rec - x).abs().mean() + (rec - x).pow(2).mean()
+        kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
+        loss = l_rec + a.vae_kl * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return float(loss)
+
+    st = timed_training("vae", ctx.work, a.vae_minutes, step_fn, {}, {"m": Holder()}, opt,
+                        a.vae_lr, max_steps=a.max_steps)
+    enc.eval(), dec.eval()
+    with torch.no_grad():
+        sel = torch.randperm(len(pool), generator=gen)[:2048]
+        x = to_pixels(pool[sel])
+        m = torch.cat([enc(x[i:i + 256]) for i in range(0, len(x), 256)])
+        std = float(m.std())
+        rec = torch.cat([dec(m[i:i + 256]) for i in range(0, len(m), 256)])
+        mse = float((rec.clamp(-1, 1) - x).pow(2).mean())
+    latent_scale = 1.0 / std
+    save_ckpt(ctx.path("vae.pt"), {"enc": enc.state_dict(), "dec": dec.state_dict(),
+                                   "latent_scale": latent_scale})
+    res = {"steps": st["step"], "batch": B, "seconds": round(st["seconds"], 1),
+           "final_loss": round(float(st["final_loss"]), 4), "latent_std": round(std, 4),
+           "latent_scale": round(latent_scale, 5), "recon_mse_[-1,1]": round(mse, 5),
+           "recon_psnr_db": round(10 * math.log10(4.0 / max(mse, 1e-12)), 2)}
+    log("vae:", res)
+    return res
+
+
+def _hidden_for(ctx: Ctx, text: TextEncoderWrapper, tok: Tokenizer, texts: List[str]) -> Tensor:
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(texts), 512):
+            ids, eos = tok.encode(texts[i:i + 512])
+            h, _ = encode_text(text, ids, eos)
+            out.append(h)
+    return torch.cat(out)
+
+
+def stage_unet(ctx: Ctx) -> dict:
+    a = ctx.args
+    tr = ctx.train
+    tok = ctx.tokenizer()
+    text, _, _ = ctx.clip()
+    enc, _, latent_scale = ctx.vae()
+    # Latents of the UNet's training views (both flips), and text states of each caption.
+    lat_path = ctx.path("unet_latents.pt")
+    if os.path.exists(lat_path):
+        d = torch.load(lat_path)
+    else:
+        t0 = time.time()
+        caps = tr["cap_text"]
+        uniq = sorted(set(caps))
+        cap_id = {c: i for i, c in enumerate(uniq)}
+        hidden = _hidden_for(ctx, text, tok, [""] + uniq)   # row 0: the empty prompt
+        views, view_cap = [], []
+        for j in range(len(caps)):
+            f, c = int(tr["cap_full"][j]), int(tr["cap_crop"][j])
+            ci = cap_id[caps[j]] + 1
+            is_shop = bool(tr["crop_shop"][c]) if c >= 0 else False
+            if f >= 0:
+                views.append(("f", f))
+                view_cap.append(ci)
+            if c >= 0 and not is_shop:  # shop crop ~ shop image; user crops add variety
+                views.append(("c", c))
+                view_cap.append(ci)
+        # A fixed random subset (encoding every view would cost minutes the UNet needs).
+        keep = torch.randperm(len(views), generator=torch.Generator().manual_seed(a.seed))
+        keep = keep[: a.unet_views].tolist()
+        views = [views[i] for i in keep]
+        view_cap = [view_cap[i] for i in keep]
+        u8 = torch.stack([tr["full"][i] if k == "f" else tr["crops"][i] for k, i in views])
+        lat = []
+        with torch.no_grad():
+            for i in range(0, len(u8), 512):
+                lat.append(enc(to_pixels(u8[i:i + 512])) * latent_scale)
+        d = {"latents": torch.cat(lat).half(), "view_cap": torch.tensor(view_cap),
+             "hidden": hidden.half()}
+        save_ckpt(lat_path, d)
+        log(f"unet: {len(views)} views encoded, {len(uniq)} distinct captions, "
+            f"{time.time() - t0:.0f}s")
+    latents, view_cap, hidden = d["latents"], d["view_cap"], d["hidden"].float()
+    seed_all(a.seed + 20)
+    unet = LatentUNet()
+    log(f"unet: {n_params(unet)} params")
+    opt = torch.optim.AdamW(unet.parameters(), lr=a.unet_lr, weight_decay=0.0)
+    ac = alphas_cumprod()
+    gen = torch.Generator().manual_seed(a.seed + 21)
+    B = a.unet_batch
+    ema_unet = LatentUNet()
+    ema_unet.load_state_dict(unet.state_dict())
+    ema_unet.requires_grad_(False)
+
+    class Holder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.unet = unet
+
+    def step_fn(step: int) -> float:
+        unet.train()
+        vi = torch.randint(len(latents), (B,), generator=gen)
+        z0 = latents[vi].float()
+        flip = torch.rand(B, generator=gen) < 0.5  # latent flip ~ image flip (conv VAE)
+        z0 = torch.where(flip[:, None, None, None], z0.flip(3), z0)
+        ci = view_cap[vi].clone()
+        ci[torch.rand(B, generator=gen) < a.cond_drop] = 0
+        ctxt = hidden[ci]
+        t = torch.randint(NUM_TRAIN_TIMESTEPS, (B,), generator=gen)
+        noise = torch.randn(z0.shape, generator=gen)
+        at = ac[t][:, None, None, None]
+        zt = at.sqrt() * z0 + (1 - at).sqrt() * noise
+        loss = (unet(zt, t, ctxt) - noise).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            decay = min(a.ema, (1 + step) / (10 + step))
+            for pe, p in zip(ema_unet.parameters(), unet.parameters()):
+                pe.mul_(decay).add_(p.detach(), alpha=1 - decay)
+        return float(loss)
+
+    st = timed_training("unet", ctx.work, a.unet_minutes, step_fn, {},
+                        {"m": Holder(), "ema": ema_unet}, opt, a.unet_lr,
+                        max_steps=a.max_steps)
+    save_ckpt(ctx.path("unet.pt"), {"unet": ema_unet.state_dict(),
+                                    "raw": unet.state_dict()})
+    res = {"steps": st["step"], "batch": B, "seconds": round(st["seconds"], 1),
+           "final_loss": round(float(st["final_loss"]), 4), "params": n_params(unet),
+           "ema": a.ema, "cond_drop": a.cond_drop}
+    log("unet:", res)
+    return res
+
+
+# ---------------------------------------------------------------------------------------
+# measuring
+
+def article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+@torch.no_grad()
+def text_features(text, tok: Tokenizer, prompts: List[str]) -> Tensor:
+    out = []
+    for i in range(0, len(prompts), 256):
+        ids, eos = tok.encode(prompts[i:i + 256])
+        _, f = text(text.token_embedding[ids], eos)
+        out.append(F.normalize(f, dim=-1))
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def class_features(text, tok: Tokenizer, groups: List[List[str]]) -> Tensor:
+    """Prompt ensembles: mean of the normalised features of each class's prompts."""
+    feats = [F.normalize(text_features(text, tok, g).mean(0), dim=-1) for g in groups]
+    return torch.stack(feats)
+
+
+@torch.no_grad()
+def image_features(image, u8: Tensor) -> Tensor:
+    out = []
+    for i in range(0, len(u8), 512):
+        out.append(F.normalize(image(to_pixels(u8[i:i + 512])), dim=-1))
+    return torch.cat(out)
+
+
+def classifier_prompts(hidden: List[str]) -> Dict[str, Tuple[List[str], List[List[str]]]]:
+    visible = [c for c in CATEGORIES if c not in hidden]
+    nouns = visible + sorted(set(PARENTS.values()))
+    return {
+        "category": (visible, [[f"a photo of {article(c)} {c}"] for c in visible]),
+        "colour": (COLOURS, [[f"a photo of {article(c)} {c} {n}" for n in nouns] for c in COLOURS]),
+        "pattern": (PATTERNS, [[f"a photo of {article(p)} {p} {n}" for n in nouns]
+                               for p in PATTERNS]),
+    }
+
+
+@torch.no_grad()
+def zero_shot(text, image, tok: Tokenizer, cache: dict, hidden: List[str], n: int = 0,
+              seed: int = 0) -> dict:
+    """Zero-shot accuracy on box crops (user + shop, style > 0) of a split."""
+    attr = cache["crop_attr"]
+    sel = torch.arange(len(attr))
+    if n and n < len(sel):
+        sel = sel[torch.randperm(len(sel), generator=torch.Generator().manual_seed(seed))[:n]]
+    feats = image_features(image, cache["crops"][sel])
+    a = attr[sel]
+    res = {}
+    for key, (names, groups) in classifier_prompts(hidden).items():
+        cf = class_features(text, tok, groups)
+        pred = (feats @ cf.t()).argmax(1)
+        if key == "category":
+            truth_names = [CATEGORIES[i] for i in a[:, 0].tolist()]
+            keep = torch.tensor([t in names for t in truth_names])
+            truth = torch.tensor([names.index(t) if t in names else -1 for t in truth_names])
+            acc = float((pred[keep] == truth[keep]).float().mean())
+            shop = cache["crop_shop"][sel]
+            res["zero_shot_category_user"] = round(float((pred[keep & ~shop] == truth[keep & ~shop]).float().mean()), 4)
+            res["zero_shot_category_shop"] = round(float((pred[keep & shop] == truth[keep & shop]).float().mean()), 4)
+        else:
+            col = 1 if key == "colour" else 2
+            acc = float((pred == a[:, col]).float().mean())
+        res[f"zero_shot_{key}"] = round(acc, 4)
+    res["zero_shot_items"] = int(len(sel))
+    return res
+
+
+def quick_zero_shot(ctx: Ctx, text, image, n: int = 2000) -> dict:
+    return {"val_" + k: v for k, v in zero_shot(text, image, ctx.tokenizer(), ctx.val,
+                                                ctx.args.hidden, n=n).items()}
+
+
+@torch.no_grad()
+def caption_recall(text, image, tok: Tokenizer, cache: dict, space: CaptionSpace,
+                   n: int = 1000, seed: int = 0) -> dict:
+    ok = torch.nonzero(cache["cap_full"] >= 0).flatten()
+    sel = ok[torch.randperm(len(ok), generator=torch.Generator().manual_seed(seed))[:n]]
+    caps = [cache["cap_text"][i] for i in sel.tolist()]
+    tf = text_features(text, tok, caps)
+    imf = image_features(image, cache["full"][cache["cap_full"][sel]])
+    top = (tf @ imf.t()).argmax(1)
+    exact = float((top == torch.arange(len(sel))).float().mean())
+    desc = torch.tensor([space.parse(c) for c in caps])
+    match = space.match(desc, cache["cap_attr"][sel])  # [image, caption]
+    fits = float(match[top, torch.arange(len(sel))].float().mean())
+    return {"caption_to_image_recall@1": round(exact, 4),
+            "caption_to_image_top1_fits_caption": round(fits, 4), "captions": len(sel)}
+
+
+def save_grid(u8: Tensor, path: str, cols: int = 12, scale: int = 2) -> None:
+    from PIL import Image
+    n, h, w, _ = u8.shape
+    rows = (n + cols - 1) // cols
+    grid = np.full((rows * (h + 2), cols * (w + 2), 3), 255, np.uint8)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        grid[r * (h + 2):r * (h + 2) + h, c * (w + 2):c * (w + 2) + w] = u8[i].numpy()
+    img = Image.fromarray(grid)
+    img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    img.save(path)
+
+
+@torch.no_grad()
+def render_eval(text, image, unet, vae_dec, tok: Tokenizer, hidden: List[str], n: int,
+                seed: int, steps: int, guidance: float, grid_path: str) -> dict:
+    visible = [c for c in CATEGORIES if c not in hidden]
+    combos = [(c, col, p) for c in visible for col in COLOURS for p in PATTERNS]
+    rng = random.Random(seed)
+    combos = rng.sample(combos, min(n, len(combos)))
+    prompts = [f"a photo of {article(col)} {col} {p} {c}" for c, col, p in combos]
+    ids, eos = tok.encode(prompts)
+    cond, _ = text(text.token_embedding[ids], eos)
+    uids, ueos = tok.encode([""])
+    uncond, _ = text(text.token_embedding[uids], ueos)
+    gen = torch.Generator().manual_seed(seed)
+    lat = torch.cat([ddim_sample(unet, cond[i:i + 64], uncond, steps, guidance, gen)
+                     for i in range(0, len(prompts), 64)])
+    imgs = vae_dec(lat).clamp(-1, 1)
+    u8 = ((imgs + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    save_grid(u8, grid_path)
+    feats = image_features(image, u8)
+    res = {}
+    for key, (names, groups) in classifier_prompts(hidden).items():
+        cf = class_features(text, tok, groups)
+        pred = (feats @ cf.t()).argmax(1).tolist()
+        k = {"category": 0, "colour": 1, "pattern": 2}[key]
+        hits = [names[pr] == combo[k] for pr, combo in zip(pred, combos)]
+        res[f"render_{key}"] = round(sum(hits) / len(hits), 4)
+    res.update({"render_prompts": len(prompts), "render_sampler": f"DDIM {steps} steps, eta 0",
+                "render_guidance": guidance})
+    return res, prompts
+
+
+def stage_export(ctx: Ctx, results: dict) -> dict:
+    a = ctx.args
+    text, image, logit_scale = ctx.clip()
+    enc, dec, latent_scale = ctx.vae()
+    unet = ctx.unet()
+    val = ctx.val
+    # Reference inputs: fixed validation images.
+    crops = val["crops"][torch.tensor([0, 1, 2])]
+    fulls = val["full"][torch.tensor([0, 5])]
+    from PIL import Image
+    first = os.path.join(a.data, "validation", "image", sorted(
+        os.listdir(os.path.join(a.data, "validation", "image")))[0])
+    raw = np.asarray(Image.open(first).convert("RGB"))[8:56, 12:52].copy()  # 48x40
+    prompts = ["a photo of a red striped dress", "", "an ankle boot in blue with dots"]
+    card = {"source": "trained from scratch on the FashionWorld train split by "
+                      "scripts/python/ctok_py/train_default.py",
+            "seed": a.seed, "options": {k: v for k, v in vars(a).items() if k != "stages"},
+            "training": {k: v for k, v in results.items() if k in
+                         ("tokenizer", "clip", "vae", "unet")},
+            "metrics": results.get("evaluate", {}).get("metrics", {})}
+    m = write_bundle(a.out, "fashionworld-default", text, image, unet, enc, dec, latent_scale,
+                     logit_scale, ctx.path("tokenizer.model"), prompts, crops, fulls, raw, card)
+    total = sum(os.path.getsize(os.path.join(a.out, f)) for f in os.listdir(a.out))
+    res = {"bytes": total, "files": {f: os.path.getsize(os.path.join(a.out, f))
+                                     for f in sorted(os.listdir(a.out))}}
+    log("export:", res)
+    if total > 40 * 2 ** 20:
+        raise RuntimeError(f"bundle is {total} bytes, over 40 MB")
+    return res
+
+
+def stage_evaluate(ctx: Ctx, results: dict) -> dict:
+    a = ctx.args
+    out = a.out
+    with open(os.path.join(out, "bundle.json")) as f:
+        manifest = json.load(f)
+    text = torch.jit.load(os.path.join(out, "text_encoder.pt"))
+    image = torch.jit.load(os.path.join(out, "image_encoder.pt"))
+    unet = torch.jit.load(os.path.join(out, "unet.pt"))
+    dec = torch.jit.load(os.path.join(out, "vae_decoder.pt"))
+    tok = Tokenizer(os.path.join(out, "tokenizer.model"))
+    t0 = time.time()
+    metrics = {}
+    metrics.update(zero_shot(text, image, tok, ctx.val, a.hidden))
+    metrics.update(caption_recall(text, image, tok, ctx.val, ctx.space, n=1000, seed=a.seed))
+    log("evaluate: retrieval", metrics, f"{time.time() - t0:.0f}s")
+    r, prompts = render_eval(text, image, unet, dec, tok, a.hidden, a.render_prompts, a.seed,
+                             50, a.guidance, ctx.path("renders.png"))
+    metrics.update(r)
+    metrics["split"] = "validation"
+    floors = {"zero_shot_category": 0.85, "zero_shot_colour": 0.90, "zero_shot_pattern": 0.85,
+              "render_category": 0.70, "render_colour": 0.70}
+    metrics["floors"] = floors
+    metrics["floors_met"] = {k: metrics[k] >= v for k, v in floors.items()}
+    log("evaluate:", metrics, f"{time.time() - t0:.0f}s")
+    manifest["card"]["metrics"] = metrics
+    manifest["card"]["training"] = {k: v for k, v in results.items()
+                                    if k in ("tokenizer", "clip", "vae", "unet")}
+    tmp = os.path.join(out, "bundle.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(manifest, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, os.path.join(out, "bundle.json"))
+    return {"metrics": metrics, "render_prompts_sample": prompts[:12]}
+
+
+# ---------------------------------------------------------------------------------------
+# main
+
+STAGES = ["tokenizer", "clip", "vae", "unet", "export", "evaluate"]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python3 -m ctok_py.train_default",
+                                description="Train, export and measure the default bundle.")
+    p.add_argument("--data", required=True, help="FashionWorld root (train + validation)")
+    p.add_argument("--out", required=True, help="bundle directory to write")
+    p.add_argument("--work", default="data/train-work", help="checkpoints, caches, logs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stages", default=",".join(STAGES))
+    p.add_argument("--redo", default="", help="stages to rerun even if done")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--hidden", default="sneaker,shirt")
+    p.add_argument("--max-steps", type=int, default=0, help="cap every stage (debugging)")
+    p.add_argument("--clip-minutes", type=float, default=20.0)
+    p.add_argument("--clip-batch", type=int, default=128)
+    p.add_argument("--clip-lr", type=float, default=2e-3)
+    p.add_argument("--crop-rate", type=float, default=0.5, help="box crops vs full images")
+    p.add_argument("--synth-rate", type=float, default=0.5, help="synthesised captions")
+    p.add_argument("--vae-minutes", type=float, default=4.0)
+    p.add_argument("--vae-batch", type=int, default=64)
+    p.add_argument("--vae-lr", type=float, default=2e-3)
+    p.add_argument("--vae-kl", type=float, default=1e-3)
+    p.add_argument("--unet-minutes", type=float, default=30.0)
+    p.add_argument("--unet-batch", type=int, default=96)
+    p.add_argument("--unet-views", type=int, default=30000, help="images encoded for the UNet")
+    p.add_argument("--unet-lr", type=float, default=2e-3)
+    p.add_argument("--ema", type=float, default=0.995)
+    p.add_argument("--cond-drop", type=float, default=0.1)
+    p.add_argument("--render-prompts", type=int, default=96)
+    p.add_argument("--guidance", type=float, default=4.0)
+    p.add_argument("--docs", default="docs/default-models.md")
+    a = p.parse_args(argv)
+    a.hidden = [h for h in a.hidden.split(",") if h]
+    return a
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    torch.set_num_threads(a.threads)
+    os.makedirs(a.work, exist_ok=True)
+    log.path = os.path.join(a.work, "train.log")
+    log("args:", vars(a))
+    ctx = Ctx(a)
+    res_path = ctx.path("results.json")
+    results = json.load(open(res_path)) if os.path.exists(res_path) else {}
+    redo = set(s for s in a.redo.split(",") if s)
+    for stage in [s for s in a.stages.split(",") if s]:
+        if stage not in STAGES:
+            raise SystemExit(f"unknown stage {stage} ({', '.join(STAGES)})")
+        if stage in results and stage not in redo and stage not in ("export", "evaluate"):
+            log(f"{stage}: done before, skipped")
+            continue
+        t0 = time.time()
+        log(f"== stage {stage}")
+        if stage == "tokenizer":
+            r = stage_tokenizer(ctx)
+        elif stage == "clip":
+            r = stage_clip(ctx)
+        elif stage == "vae":
+            r = stage_vae(ctx)
+        elif stage == "unet":
+            r = stage_unet(ctx)
+        elif stage == "export":
+            r = stage_export(ctx, results)
+        else:
+            r = stage_evaluate(ctx, results)
+        r["wall_seconds"] = round(time.time() - t0, 1)
+        results[stage] = r
+        with open(res_path + ".tmp", "w") as f:
+            json.dump(results, f, indent=1)
+        os.replace(res_path + ".tmp", res_path)
+        if stage == "evaluate" and a.docs:
+            write_docs(a, results)
+    log("done")
+    return 0
+
+
+def write_docs(a, results: dict) -> None:
+    m = results["evaluate"]["metrics"]
+    tr = {k: results.get(k, {}) for k in ("tokenizer", "clip", "vae", "unet", "export",
+                                             "evaluate")}
+    lines = ["# The default models (models/default)", "",
+             "Trained from scratch on the FashionWorld **train** split and measured on its "
+             "**validation** split by",
+             "", "```",
+             "PYTHONPATH=scripts/python /usr/bin/python3 -m ctok_py.train_default \\",
+             f"    --data {a.data} --out {a.out} --seed {a.seed} --work {a.work}", "```", "",
+             "Stages (each checkpointed in `--work`, a rerun resumes; `--stages`, `--redo`): "
+             "tokenizer, clip, vae, unet, export, evaluate. Step counts are fixed from the "
+             "speed measured on each stage's first 30 steps and its minutes budget "
+             "(`--clip-minutes`, `--vae-minutes`, `--unet-minutes`), so they depend on the "
+             "machine; the numbers below are this run's.", "",
+             "## Models", "",
+             "| part | what |", "| --- | --- |",
+             f"| tokenizer | SentencePiece unigram, {tr['tokenizer'].get('vocab_size')} pieces, "
+             "every caption and prompt word one piece (`▁word` user symbols), pad 0 bos 1 eos 2 "
+             "unk 3, context 16 |",
+             "| text encoder | causal transformer, width 128, 4 layers, 4 heads, final LN, "
+             "projection to 128; pooled at the eos index |",
+             "| image encoder | 7-layer conv net (24-48-96-192, BN) on 32x32, mean+max pool, MLP "
+             "to 128 |",
+             "| VAE | conv, 32x32x3 -> 8x8x4, latents scaled to unit variance "
+             f"(latent_scale {tr['vae'].get('latent_scale')}) |",
+             f"| UNet | {tr['unet'].get('params')} parameters, 48/96 channels, one down/up level, "
+             "self- and cross-attention on the text hidden states in every block, sinusoidal "
+             "timestep embedding, 10% caption dropout to the empty prompt, EMA weights; "
+             "scaled-linear betas 0.00085-0.012, 1000 steps, epsilon |", "",
+             "CLIP training: contrastive with a learned logit scale, batch "
+             f"{tr['clip'].get('batch')}; images are shop and user images, whole and as box "
+             "crops (half each), with random scale/shift, flips and brightness/contrast; "
+             "captions are the data set's (half) and captions synthesised from the item's "
+             "attributes with prompt templates (`a photo of a`, `a close-up photo of a`, "
+             "`... in {colour}`, `... with stripes`, the generic noun `garment`). Hidden "
+             "categories are only ever named by their parent word. A caption counts as a "
+             "positive for every image in the batch whose attributes it fits (soft targets), "
+             "so repeated captions are not negatives.", "",
+             "## Training (this run)", "",
+             "| stage | steps | batch | seconds | final loss |", "| --- | --- | --- | --- | --- |"]
+    for k in ("clip", "vae", "unet"):
+        r = tr[k]
+        lines.append(f"| {k} | {r.get('steps')} | {r.get('batch')} | {r.get('wall_seconds')} | "
+                     f"{r.get('final_loss')} |")
+    lines += ["", f"Bundle size: {tr['export'].get('bytes')} bytes.", "",
+              "## Metrics (validation split)", "",
+              "| metric | value | floor |", "| --- | --- | --- |"]
+    for k, v in m.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            lines.append(f"| {k} | {v} | {m['floors'].get(k, '')} |")
+    lines += ["",
+              "- zero-shot: box crops of every validation item with style > 0 (user and shop); "
+              "category over the visible categories with `a photo of a {category}`; colour and "
+              "pattern with prompt ensembles `a photo of a {colour} {noun}` over the visible "
+              "category and parent words;",
+              "- caption->image: 1000 validation captions against their 1000 whole images; "
+              "`recall@1` counts only the caption's own image, `top1_fits_caption` counts a top "
+              "image whose attributes the caption describes (many images share a caption);",
+              "- renders: `a photo of a {colour} {pattern} {category}` over visible category x "
+              "colour x pattern (a fixed sample), DDIM 50 steps, eta 0, guidance "
+              f"{m.get('render_guidance')}, empty prompt as unconditional; share that the "
+              "CLIP classifies back to the asked category/colour/pattern with the zero-shot "
+              "classifiers above.", ""]
+    os.makedirs(os.path.dirname(a.docs) or ".", exist_ok=True)
+    with open(a.docs, "w") as f:
+        f.write("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
