@@ -1,0 +1,704 @@
+#include "ctok/token/learner.hpp"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "ctok/core/error.hpp"
+#include "ctok/core/fs.hpp"
+#include "ctok/core/log.hpp"
+#include "ctok/core/progress.hpp"
+#include "ctok/core/safetensors.hpp"
+#include "ctok/core/sha256.hpp"
+#include "ctok/data/concepts.hpp"
+#include "ctok/model/clip.hpp"
+#include "ctok/model/diffusion.hpp"
+#include "image_cache.hpp"
+
+namespace ctok::token {
+namespace fs = std::filesystem;
+using data::mix_seed;
+using data::SplitMix64;
+
+namespace {
+
+std::string fmt_double(double x) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.6g", x);
+  return buf;
+}
+
+std::string losses_text(const StepLosses& l) {
+  return "total " + fmt_double(l.total) + ", inversion " + fmt_double(l.inv) + ", classification text " +
+         fmt_double(l.cls_text) + ", image " + fmt_double(l.cls_image) + ", norm " + fmt_double(l.norm);
+}
+
+// A sub-batch of tokenised prompts (rows of `all`), custom slots re-indexed.
+model::PromptBatch select_prompts(const model::PromptBatch& all, const std::vector<int64_t>& rows) {
+  model::PromptBatch b;
+  auto index = torch::tensor(rows, torch::kLong);
+  b.ids = all.ids.index_select(0, index);
+  b.eos_index = all.eos_index.index_select(0, index);
+  b.token_lengths = all.token_lengths;
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    b.prompts.push_back(all.prompts[static_cast<std::size_t>(rows[i])]);
+    b.truncated.push_back(all.truncated[static_cast<std::size_t>(rows[i])]);
+    for (const auto& s : all.slots) {
+      if (s.batch != rows[i]) continue;
+      model::TokenSlot t = s;
+      t.batch = static_cast<int64_t>(i);
+      b.slots.push_back(t);
+    }
+  }
+  return b;
+}
+
+}  // namespace
+
+struct Learner::Impl {
+  model::Bundle& bundle;
+  LearnRequest req;
+  LearnConfig cfg;
+  model::ClipModel clip;
+  std::unique_ptr<model::DiffusionModel> diffusion;
+  torch::Device device{torch::kCPU};
+
+  std::optional<AttributeSet> attributes;
+  std::optional<Subspace> subspace;
+  double vocab_norm = 0;
+  std::string init_word;
+
+  std::vector<std::string> token_prompts;      // one per template
+  std::vector<std::string> negative_prompts0;  // negatives of the first template (for logs)
+  model::PromptBatch token_batch;              // token_prompts tokenised
+  torch::Tensor negative_features;             // [T, m, F] normalised (lambda_cls > 0)
+
+  int n_images = 0, n_negatives = 0, variants = 1;
+  torch::Tensor features;           // [N * V, F] normalised positives (lambda_cls > 0)
+  torch::Tensor latents;            // [N * V, C, h, w] (lambda_inv > 0)
+  torch::Tensor negative_image_features;  // [M, F] normalised (may be empty)
+  std::vector<std::string> image_paths;   // usable positives
+  std::string data_sha256;                // fingerprint of images + boxes (+ negatives)
+
+  // Optimisation state.
+  torch::Tensor param;  // [n, k] or [n, W] float32 on device, leaf
+  torch::Tensor adam_m, adam_v;
+  int step = 0;
+
+  Impl(model::Bundle& b, LearnRequest r) : bundle(b), req(std::move(r)), cfg(req.config), clip(b) {}
+
+  bool use_inv() const { return cfg.lambda_inv > 0; }
+  bool use_cls() const { return cfg.lambda_cls > 0; }
+  bool use_image_side() const { return use_cls() && cfg.cls_image_weight > 0 && n_negatives > 0; }
+
+  void setup();
+  void setup_prompts();
+  void setup_images();
+  torch::Tensor current_vectors() const {
+    return subspace ? expand(*subspace, param) : param;
+  }
+  double lr_at(int s) const;
+  StepLosses compute(int s, torch::Tensor* grad_out);
+  std::string fingerprint_config() const;
+  std::string bundle_id() const { return bundle.text_encoder_sha256(); }
+};
+
+void Learner::Impl::setup() {
+  validate(cfg);
+  device = bundle.device();
+  if (req.token.empty()) throw bad_input("the token string is empty").key("token").expected("e.g. <my-dress>");
+  if (req.parent.find_first_not_of(" \t") == std::string::npos) {
+    throw bad_input("the parent concept is empty").key("parent").expected("a word such as dress");
+  }
+  // A string the tokenizer already knows as one piece cannot be told apart from that word.
+  bundle.tokenizer().add_custom_token(req.token);
+  if (use_inv()) {
+    if (!bundle.has_diffusion()) {
+      throw bad_input("the inversion loss (lambda_inv " + fmt_double(cfg.lambda_inv) + ") needs a UNet, and bundle " +
+                      bundle.name() + " has none (no \"diffusion\" section in bundle.json); use --lambda-inv 0 "
+                      "for the classification loss alone, or a bundle with diffusion models")
+          .file(bundle.path_of("bundle.json"))
+          .key("diffusion");
+    }
+    if (!bundle.diffusion_loaded()) {
+      throw bad_input("the inversion loss needs the bundle loaded with its UNet (load_diffusion)").key("lambda_inv");
+    }
+    diffusion = std::make_unique<model::DiffusionModel>(bundle);
+    const int T = bundle.schedule().num_train_timesteps();
+    if (cfg.timestep_min >= T || cfg.timestep_max >= T) {
+      throw bad_input("inversion timesteps outside the bundle's schedule").key("timestep_max")
+          .expected("< " + std::to_string(T)).found(std::to_string(std::max(cfg.timestep_min, cfg.timestep_max)));
+    }
+  }
+  if (req.images.empty()) throw bad_input("no concept image given").key("images").expected("at least one image");
+
+  // Attribute file: required under "auto" and for a path; under "none" the parent's file is
+  // still used for sibling negatives when one exists.
+  if (cfg.subspace == "auto") {
+    attributes = read_attribute_file(find_attribute_file(req.parent, req.attributes_dir));
+  } else if (cfg.subspace != "none") {
+    if (!file_exists(cfg.subspace)) {
+      throw bad_input("attribute file for --subspace does not exist").file(cfg.subspace)
+          .expected("auto, none or an attribute JSON file");
+    }
+    attributes = read_attribute_file(cfg.subspace);
+  } else if (cfg.sibling_negatives && cfg.negative_prompts.empty()) {
+    try {
+      attributes = read_attribute_file(find_attribute_file(req.parent, req.attributes_dir));
+    } catch (const Error&) {
+      spdlog::info("no attribute file for \"{}\": negatives are the parent alone", req.parent);
+    }
+  }
+  if (attributes && attributes->parent != req.parent) {
+    spdlog::warn("attribute file {} is for the parent \"{}\", the token's parent is \"{}\"", attributes->path,
+                 attributes->parent, req.parent);
+  }
+
+  vocab_norm = mean_vocab_norm(bundle);
+  init_word = cfg.init_word.empty() ? req.parent : cfg.init_word;
+  torch::Tensor e0 = word_embedding(bundle, init_word).reshape({1, -1}).repeat({cfg.vectors, 1});
+  if (cfg.subspace != "none") {
+    SubspaceOptions so;
+    so.drop_unknown = cfg.subspace_words == "known";
+    so.tolerance = cfg.subspace_tolerance;
+    subspace = build_subspace(bundle, attributes->subspace_words(), so);
+    if (!subspace->dropped.empty()) {
+      std::string d;
+      for (const auto& w : subspace->dropped) d += (d.empty() ? "" : ", ") + w;
+      spdlog::info("subspace: left out {} word(s) the tokenizer has no piece for: {}", subspace->dropped.size(), d);
+    }
+    spdlog::info("subspace: {} words span {} dimensions of {}", subspace->words.size(), subspace->dim(),
+                 bundle.width());
+    param = project(*subspace, e0.to(device)).detach().clone();
+  } else {
+    param = e0.to(device).detach().clone();
+  }
+  param = param.to(torch::kFloat32).contiguous();
+  adam_m = torch::zeros_like(param);
+  adam_v = torch::zeros_like(param);
+
+  setup_prompts();
+  setup_images();
+}
+
+void Learner::Impl::setup_prompts() {
+  for (const auto& t : cfg.templates) token_prompts.push_back(fill_template(t, req.token, req.parent));
+  token_batch = clip.tokenize(token_prompts, std::map<std::string, int64_t>{{req.token, cfg.vectors}});
+  for (std::size_t i = 0; i < token_prompts.size(); ++i) {
+    bool found = false;
+    for (const auto& s : token_batch.slots) found = found || s.batch == static_cast<int64_t>(i);
+    if (!found) {
+      throw bad_input("the token does not fit in the prompt context after tokenisation").key("templates")
+          .found("\"" + token_prompts[i] + "\"");
+    }
+  }
+  if (!use_cls()) return;
+  std::vector<std::vector<std::string>> negatives;  // per template
+  if (!cfg.negative_prompts.empty()) {
+    negatives.assign(cfg.templates.size(), cfg.negative_prompts);
+  } else {
+    std::vector<std::string> words{req.parent};
+    if (cfg.sibling_negatives && attributes) {
+      for (const auto& w : attributes->siblings)
+        if (w != req.parent) words.push_back(w);
+    }
+    for (const auto& t : cfg.templates) {
+      std::vector<std::string> ps;
+      for (const auto& w : words) ps.push_back(fill_template(t, "", w));
+      negatives.push_back(ps);
+    }
+  }
+  negative_prompts0 = negatives.front();
+  std::vector<std::string> flat;
+  for (const auto& ps : negatives) flat.insert(flat.end(), ps.begin(), ps.end());
+  torch::NoGradGuard no_grad;
+  auto enc = clip.encode_text(flat);
+  const int64_t T = static_cast<int64_t>(negatives.size()), m = static_cast<int64_t>(negatives.front().size());
+  negative_features = model::l2_normalize(enc.features).reshape({T, m, -1}).to(device).contiguous();
+}
+
+void Learner::Impl::setup_images() {
+  ImageCacheRequest ir;
+  ir.positives = req.images;
+  ir.negatives = use_cls() && cfg.cls_image_weight > 0 ? req.negatives : std::vector<ImageSource>{};
+  ir.max_negatives = cfg.max_negative_images;
+  ir.negative_seed = cfg.seed;
+  ir.variants = cfg.variants;
+  ir.flip = cfg.flip;
+  ir.crop_jitter = cfg.crop_jitter;
+  ir.want_features = use_cls();
+  ir.want_latents = use_inv();
+  ir.cache_dir = cfg.cache_dir;
+  ImageCache cache = build_image_cache(bundle, clip, diffusion.get(), ir);
+  n_images = static_cast<int>(cache.positive_paths.size());
+  n_negatives = cache.negative_features.defined() ? static_cast<int>(cache.negative_features.size(0)) : 0;
+  variants = cfg.variants;
+  image_paths = cache.positive_paths;
+  data_sha256 = cache.data_sha256;
+  if (cache.features.defined()) features = model::l2_normalize(cache.features).to(device).contiguous();
+  if (cache.latents.defined()) latents = cache.latents.to(device).contiguous();
+  if (n_negatives > 0) negative_image_features = model::l2_normalize(cache.negative_features).to(device).contiguous();
+}
+
+double Learner::Impl::lr_at(int s) const {
+  const double base = subspace ? cfg.subspace_lr : cfg.lr;
+  double f = 1.0;
+  if (cfg.warmup_steps > 0 && s < cfg.warmup_steps) f = static_cast<double>(s + 1) / (cfg.warmup_steps + 1);
+  if (cfg.lr_schedule == "cosine") {
+    const double progress = cfg.steps > 1 ? std::min(1.0, static_cast<double>(s) / (cfg.steps - 1)) : 0.0;
+    f *= 0.5 * (1.0 + std::cos(M_PI * progress));
+  }
+  return base * f;
+}
+
+// Losses of step s at the current parameter; with grad_out, the gradient too.
+StepLosses Learner::Impl::compute(int s, torch::Tensor* grad_out) {
+  StepLosses out;
+  SplitMix64 rng(mix_seed(cfg.seed, static_cast<uint64_t>(s), 0x1));
+  const int B = cfg.batch;
+  // Images: an epoch-style permutation so a batch repeats an image only when it must.
+  std::vector<int64_t> perm(static_cast<std::size_t>(n_images));
+  std::vector<int64_t> idx, var, tmpl, tsteps;
+  for (int b = 0; b < B; ++b) {
+    if (b % n_images == 0) {
+      for (int i = 0; i < n_images; ++i) perm[static_cast<std::size_t>(i)] = i;
+      for (std::size_t i = perm.size(); i > 1; --i) std::swap(perm[i - 1], perm[rng.below(i)]);
+    }
+    idx.push_back(perm[static_cast<std::size_t>(b % n_images)]);
+  }
+  for (int b = 0; b < B; ++b) var.push_back(static_cast<int64_t>(rng.below(static_cast<uint64_t>(variants))));
+  for (int b = 0; b < B; ++b) tmpl.push_back(static_cast<int64_t>(rng.below(cfg.templates.size())));
+  if (use_inv()) {
+    const int T = bundle.schedule().num_train_timesteps();
+    const int lo = cfg.timestep_min, hi = cfg.timestep_max < 0 ? T - 1 : cfg.timestep_max;
+    for (int b = 0; b < B; ++b) tsteps.push_back(lo + static_cast<int64_t>(rng.below(static_cast<uint64_t>(hi - lo + 1))));
+  }
+  // Unique templates of this batch, in first-use order.
+  std::vector<int64_t> uniq, item_to_uniq;
+  for (int64_t t : tmpl) {
+    auto it = std::find(uniq.begin(), uniq.end(), t);
+    if (it == uniq.end()) {
+      item_to_uniq.push_back(static_cast<int64_t>(uniq.size()));
+      uniq.push_back(t);
+    } else {
+      item_to_uniq.push_back(it - uniq.begin());
+    }
+  }
+  std::vector<int64_t> flat(static_cast<std::size_t>(B));
+  for (int b = 0; b < B; ++b) flat[static_cast<std::size_t>(b)] = idx[static_cast<std::size_t>(b)] * variants + var[static_cast<std::size_t>(b)];
+  auto opts_long = torch::TensorOptions().dtype(torch::kLong);
+  torch::Tensor flat_t = torch::tensor(flat, opts_long).to(device);
+  torch::Tensor map_t = torch::tensor(item_to_uniq, opts_long).to(device);
+
+  torch::Tensor p = param.detach().clone().requires_grad_(grad_out != nullptr);
+  torch::Tensor v = subspace ? expand(*subspace, p) : p;
+  model::TokenVectors tokens{{req.token, v}};
+  auto enc = clip.encode(select_prompts(token_batch, uniq), tokens);
+
+  torch::Tensor loss = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat32).device(device));
+  if (use_inv()) {
+    const auto shape = diffusion->latent_shape();
+    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(mix_seed(cfg.seed, static_cast<uint64_t>(s), 0x2));
+    torch::Tensor noise = torch::randn({B, shape[0], shape[1], shape[2]}, gen, torch::TensorOptions().dtype(torch::kFloat32)).to(device);
+    torch::Tensor t = torch::tensor(tsteps, opts_long).to(device);
+    torch::Tensor z0 = latents.index_select(0, flat_t);
+    const auto& sched = bundle.schedule();
+    torch::Tensor zt = sched.add_noise(z0, noise, t).to(torch::kFloat32);
+    torch::Tensor context = enc.hidden.index_select(0, map_t);
+    torch::Tensor pred = diffusion->unet(zt, t, context);
+    torch::Tensor target = sched.training_target(z0, noise, t).to(torch::kFloat32);
+    torch::Tensor l_inv = torch::mse_loss(pred, target);
+    out.inv = l_inv.item<double>();
+    loss = loss + cfg.lambda_inv * l_inv;
+  }
+  if (use_cls()) {
+    const double scale = bundle.logit_scale();
+    torch::Tensor tf = model::l2_normalize(enc.features.to(device));  // [U, F]
+    torch::Tensor g = features.index_select(0, flat_t);                 // [B, F]
+    torch::Tensor ti = tf.index_select(0, map_t);                       // [B, F]
+    torch::Tensor pos = (g * ti).sum(-1, true);                         // [B, 1]
+    torch::Tensor tmpl_t = torch::tensor(tmpl, opts_long).to(device);
+    torch::Tensor negs = negative_features.index_select(0, tmpl_t);     // [B, m, F]
+    torch::Tensor neg = torch::bmm(negs, g.unsqueeze(2)).squeeze(2);    // [B, m]
+    torch::Tensor logits = scale * torch::cat({pos, neg}, 1);
+    torch::Tensor l_text = torch::nn::functional::cross_entropy(
+        logits, torch::zeros({B}, opts_long.device(device)));
+    out.cls_text = l_text.item<double>();
+    torch::Tensor l_cls = l_text;
+    if (use_image_side()) {
+      torch::Tensor all = torch::cat({g, negative_image_features}, 0);  // [B + M, F]
+      torch::Tensor lg = scale * torch::matmul(tf, all.t());            // [U, B + M]
+      torch::Tensor lsm = torch::log_softmax(lg, 1);
+      torch::Tensor l_img = -lsm.slice(1, 0, B).mean();
+      out.cls_image = l_img.item<double>();
+      l_cls = l_cls + cfg.cls_image_weight * l_img;
+    }
+    loss = loss + cfg.lambda_cls * l_cls;
+  }
+  {
+    torch::Tensor norms = v.norm(2, 1);
+    torch::Tensor l_norm = (norms - vocab_norm).pow(2).mean();
+    out.norm = l_norm.item<double>();
+    if (cfg.lambda_norm > 0) loss = loss + cfg.lambda_norm * l_norm;
+    out.vector_norm = norms.mean().item<double>();
+  }
+  out.total = loss.item<double>();
+  out.lr = lr_at(s);
+  if (!std::isfinite(out.total)) {
+    throw runtime_failure("the loss is " + std::string(std::isnan(out.total) ? "NaN" : "Inf") + " at step " +
+                          std::to_string(s + 1) + " (" + losses_text(out) + ")");
+  }
+  if (grad_out) {
+    auto grads = torch::autograd::grad({loss}, {p});
+    *grad_out = grads.at(0).detach();
+    if (!torch::isfinite(*grad_out).all().item<bool>()) {
+      throw runtime_failure("the gradient is NaN/Inf at step " + std::to_string(s + 1) + " (" + losses_text(out) + ")");
+    }
+  }
+  return out;
+}
+
+std::string Learner::Impl::fingerprint_config() const {
+  nlohmann::json j = fingerprint_json(cfg);
+  j["token"] = req.token;
+  j["parent"] = req.parent;
+  if (subspace) j["subspace_words_used"] = subspace->words;
+  return j.dump();
+}
+
+Learner::Learner(model::Bundle& bundle, LearnRequest request)
+    : impl_(std::make_unique<Impl>(bundle, std::move(request))) {
+  impl_->setup();
+}
+Learner::~Learner() = default;
+
+const LearnRequest& Learner::request() const { return impl_->req; }
+const LearnConfig& Learner::config() const { return impl_->cfg; }
+int Learner::steps_done() const { return impl_->step; }
+int Learner::usable_images() const { return impl_->n_images; }
+int Learner::usable_negatives() const { return impl_->n_negatives; }
+const Subspace* Learner::subspace() const { return impl_->subspace ? &*impl_->subspace : nullptr; }
+const AttributeSet* Learner::attributes() const { return impl_->attributes ? &*impl_->attributes : nullptr; }
+double Learner::vocab_norm() const { return impl_->vocab_norm; }
+const std::vector<std::string>& Learner::token_prompts() const { return impl_->token_prompts; }
+const std::vector<std::string>& Learner::negative_prompts() const { return impl_->negative_prompts0; }
+
+torch::Tensor Learner::vectors() const {
+  torch::NoGradGuard g;
+  return impl_->current_vectors().detach().to(torch::kCPU, torch::kFloat32).contiguous();
+}
+torch::Tensor Learner::parameter() const { return impl_->param.detach().to(torch::kCPU).contiguous(); }
+
+StepLosses Learner::forward_backward(int s) {
+  torch::Tensor grad;
+  return impl_->compute(s, &grad);
+}
+
+StepLosses Learner::step() {
+  Impl& m = *impl_;
+  const int s = m.step;
+  torch::Tensor grad;
+  StepLosses losses = m.compute(s, &grad);
+  const LearnConfig& c = m.cfg;
+  torch::NoGradGuard no_grad;
+  if (c.grad_clip > 0) {
+    const double n = grad.norm().item<double>();
+    if (n > c.grad_clip) grad = grad * (c.grad_clip / n);
+  }
+  // AdamW (decoupled weight decay), as torch.optim.AdamW.
+  const double lr = losses.lr;
+  const double bc1 = 1.0 - std::pow(c.beta1, s + 1), bc2 = 1.0 - std::pow(c.beta2, s + 1);
+  torch::Tensor p = m.param.clone();
+  torch::Tensor am = m.adam_m * c.beta1 + grad * (1.0 - c.beta1);
+  torch::Tensor av = m.adam_v * c.beta2 + grad * grad * (1.0 - c.beta2);
+  if (c.weight_decay > 0) p.mul_(1.0 - lr * c.weight_decay);
+  torch::Tensor denom = (av / bc2).sqrt() + c.adam_eps;
+  p.sub_(am / denom * (lr / bc1));
+  if (!torch::isfinite(p).all().item<bool>()) {
+    throw runtime_failure("the token's parameter became NaN/Inf at step " + std::to_string(s + 1) +
+                          " (learning rate " + fmt_double(lr) + " too large?)");
+  }
+  m.param = p;
+  m.adam_m = am;
+  m.adam_v = av;
+  m.step = s + 1;
+  losses.vector_norm = m.current_vectors().norm(2, 1).mean().item<double>();
+  return losses;
+}
+
+void Learner::save_checkpoint(const std::string& path, double seconds) const {
+  const Impl& m = *impl_;
+  SafetensorsFile f;
+  auto put = [&](const char* name, const torch::Tensor& t) {
+    torch::Tensor c = t.detach().to(torch::kCPU, torch::kFloat32).contiguous();
+    f.tensors[name] = make_f32({c.size(0), c.size(1)}, c.data_ptr<float>());
+  };
+  put("param", m.param);
+  put("adam_m", m.adam_m);
+  put("adam_v", m.adam_v);
+  const int64_t step = m.step;
+  f.tensors["step"] = make_i64({1}, &step);
+  f.metadata["format"] = kCheckpointFormat;
+  f.metadata["token"] = m.req.token;
+  f.metadata["parent"] = m.req.parent;
+  f.metadata["bundle"] = m.bundle.name();
+  f.metadata["bundle_sha256"] = m.bundle_id();
+  f.metadata["config"] = to_json(m.cfg).dump();
+  f.metadata["fingerprint"] = m.fingerprint_config();
+  f.metadata["data_sha256"] = m.data_sha256;
+  f.metadata["param_kind"] = m.subspace ? "coefficients" : "vectors";
+  f.metadata["seconds"] = fmt_double(seconds);
+  ensure_parent_dir(path);
+  write_safetensors(path, f);  // atomic
+}
+
+double Learner::load_checkpoint(const std::string& path) {
+  Impl& m = *impl_;
+  SafetensorsFile f = read_safetensors(path);
+  auto meta = [&](const std::string& key) -> std::string {
+    auto it = f.metadata.find(key);
+    if (it == f.metadata.end()) {
+      throw bad_input("not a ctok-learn checkpoint: metadata key missing").file(path).key(key)
+          .expected(kCheckpointFormat);
+    }
+    return it->second;
+  };
+  if (meta("format") != kCheckpointFormat) {
+    throw bad_input("not a checkpoint this build reads").file(path).key("format").expected(kCheckpointFormat)
+        .found(meta("format"));
+  }
+  if (meta("bundle_sha256") != m.bundle_id()) {
+    throw bad_input("the checkpoint was made with another bundle (" + meta("bundle") + ", text encoder sha256 " +
+                    meta("bundle_sha256").substr(0, 12) + "...), this run uses " + m.bundle.name() + " (" +
+                    m.bundle_id().substr(0, 12) + "...)")
+        .file(path).key("bundle_sha256");
+  }
+  if (meta("token") != m.req.token || meta("parent") != m.req.parent) {
+    throw bad_input("the checkpoint is for the token " + meta("token") + " (parent \"" + meta("parent") +
+                    "\"), this run learns " + m.req.token + " (parent \"" + m.req.parent + "\")")
+        .file(path).key("token");
+  }
+  if (meta("fingerprint") != m.fingerprint_config()) {
+    std::string diffs;
+    try {
+      const auto then = nlohmann::json::parse(meta("fingerprint"));
+      const auto now = nlohmann::json::parse(m.fingerprint_config());
+      for (auto it = now.begin(); it != now.end(); ++it) {
+        if (!then.contains(it.key()) || then[it.key()] != it.value()) {
+          std::string was = then.contains(it.key()) ? then[it.key()].dump() : "absent";
+          if (was.size() > 60) was = was.substr(0, 57) + "...";
+          std::string is = it.value().dump();
+          if (is.size() > 60) is = is.substr(0, 57) + "...";
+          diffs += (diffs.empty() ? "" : "; ") + it.key() + ": checkpoint " + was + ", now " + is;
+        }
+      }
+      for (auto it = then.begin(); it != then.end(); ++it)
+        if (!now.contains(it.key())) diffs += (diffs.empty() ? "" : "; ") + it.key() + " only in the checkpoint";
+    } catch (const nlohmann::json::exception&) {
+      diffs = "unreadable fingerprint";
+    }
+    throw bad_input("the checkpoint was made with another learning config").file(path).key("config")
+        .found(diffs.empty() ? "different fingerprint" : diffs);
+  }
+  if (meta("data_sha256") != m.data_sha256) {
+    throw bad_input("the checkpoint was made from other images (or other negatives)").file(path).key("data_sha256");
+  }
+  auto get = [&](const char* name) {
+    const TensorData* t = f.find(name);
+    if (!t || t->dtype != DType::kF32 || t->shape.size() != 2 || t->shape[0] != m.param.size(0) ||
+        t->shape[1] != m.param.size(1)) {
+      throw bad_input("checkpoint tensor missing or of the wrong shape").file(path).key(name)
+          .expected("F32 [" + std::to_string(m.param.size(0)) + ", " + std::to_string(m.param.size(1)) + "]");
+    }
+    std::vector<float> v = to_float32(*t);
+    return torch::from_blob(v.data(), {m.param.size(0), m.param.size(1)}, torch::kFloat32).clone().to(m.device);
+  };
+  torch::Tensor p = get("param"), am = get("adam_m"), av = get("adam_v");
+  const TensorData* st = f.find("step");
+  if (!st || st->numel() != 1) throw bad_input("checkpoint has no step").file(path).key("step");
+  const int64_t step = to_int64(*st).at(0);
+  if (step < 0 || step > (1 << 30)) throw bad_input("checkpoint step out of range").file(path).key("step");
+  if (!torch::isfinite(p).all().item<bool>() || !torch::isfinite(am).all().item<bool>() ||
+      !torch::isfinite(av).all().item<bool>()) {
+    throw bad_input("checkpoint holds NaN/Inf values").file(path);
+  }
+  m.param = p;
+  m.adam_m = am;
+  m.adam_v = av;
+  m.step = static_cast<int>(step);
+  double seconds = 0;
+  try {
+    seconds = std::stod(meta("seconds"));
+  } catch (const std::exception&) {
+  }
+  return seconds;
+}
+
+TokenFile Learner::token_file(const nlohmann::json& metrics) const {
+  const Impl& m = *impl_;
+  TokenFile t;
+  t.token = m.req.token;
+  torch::Tensor v = vectors();
+  t.n_vectors = v.size(0);
+  t.width = v.size(1);
+  t.vectors.assign(v.data_ptr<float>(), v.data_ptr<float>() + v.numel());
+  t.parent = m.req.parent;
+  t.bundle = m.bundle.name();
+  t.bundle_sha256 = m.bundle_id();
+  if (m.subspace) {
+    t.subspace_words = m.subspace->words;
+    torch::Tensor c = parameter().to(torch::kFloat64).reshape({-1});
+    t.coefficients.assign(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
+  }
+  nlohmann::json cfg = to_json(m.cfg);
+  cfg["init_word"] = m.init_word;
+  cfg["attribute_file"] = m.attributes ? fs::path(m.attributes->path).filename().string() : "";
+  cfg["negative_prompts_used"] = m.negative_prompts0;
+  cfg["images"] = m.n_images;
+  cfg["negative_images"] = m.n_negatives;
+  if (!m.req.source.empty()) cfg["source"] = m.req.source;
+  t.config = cfg;
+  t.metrics = metrics;
+  return t;
+}
+
+namespace {
+
+// Keeps the CSV header and the rows up to `step` (a resumed run rewrites what follows).
+void prepare_log(const std::string& path, int step) {
+  static const char* kHeader = "step,loss,inv,cls_text,cls_image,norm,vector_norm,lr,seconds";
+  std::string kept = std::string(kHeader) + "\n";
+  if (step > 0 && file_exists(path)) {
+    std::istringstream in(read_text_file(path));
+    std::string line;
+    std::getline(in, line);
+    while (std::getline(in, line)) {
+      const auto comma = line.find(',');
+      if (comma == std::string::npos) continue;
+      try {
+        if (std::stoi(line.substr(0, comma)) <= step) kept += line + "\n";
+      } catch (const std::exception&) {
+      }
+    }
+  }
+  ensure_parent_dir(path);
+  write_file_atomic(path, kept);
+}
+
+}  // namespace
+
+LearnResult learn(Learner& learner, const RunOptions& options) {
+  const LearnConfig& c = learner.config();
+  LearnResult result;
+  double seconds_before = 0;
+  if (!options.resume_path.empty()) {
+    seconds_before = learner.load_checkpoint(options.resume_path);
+    spdlog::info("resumed from {} at step {}", options.resume_path, learner.steps_done());
+  }
+  const int start = learner.steps_done();
+  std::ofstream log;
+  if (!options.log_path.empty()) {
+    prepare_log(options.log_path, start);
+    log.open(options.log_path, std::ios::app);
+    if (!log) throw bad_input("cannot write the log file").file(options.log_path);
+  }
+  ProgressOptions po;
+  po.label = "learn " + learner.request().token;
+  po.unit = "step";
+  po.enabled = options.progress && !log_quiet();
+  Progress progress(c.steps, po);
+  if (start > 0) progress.advance(std::min(start, c.steps));
+
+  std::string last_checkpoint = options.resume_path;
+  int last_checkpoint_step = start;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto elapsed = [&] {
+    return seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  std::vector<StepLosses> recent;
+  for (int s = start; s < c.steps; ++s) {
+    StepLosses l;
+    try {
+      l = learner.step();
+    } catch (const Error& e) {
+      progress.finish();
+      std::string where = last_checkpoint.empty()
+                              ? "no checkpoint was written before it"
+                              : "the last good checkpoint is " + last_checkpoint + " (step " +
+                                    std::to_string(last_checkpoint_step) + "), left as it was";
+      throw runtime_failure("learning stopped: " + e.message() + "; " + where +
+                            ". Try a smaller --lr or other loss weights.");
+    }
+    recent.push_back(l);
+    if (recent.size() > 10) recent.erase(recent.begin());
+    if (log) {
+      log << (s + 1) << ',' << fmt_double(l.total) << ',' << fmt_double(l.inv) << ',' << fmt_double(l.cls_text) << ','
+          << fmt_double(l.cls_image) << ',' << fmt_double(l.norm) << ',' << fmt_double(l.vector_norm) << ','
+          << fmt_double(l.lr) << ',' << fmt_double(elapsed()) << '\n';
+      log.flush();
+    }
+    char suffix[160];
+    std::snprintf(suffix, sizeof suffix, "loss %.4f inv %.4f cls %.4f/%.4f |v| %.3f", l.total, l.inv, l.cls_text,
+                  l.cls_image, l.vector_norm);
+    progress.set_suffix(suffix);
+    progress.advance();
+    if (options.on_step) options.on_step(s + 1, l);
+    result.last = l;
+    const bool last = s + 1 == c.steps;
+    const bool stop = options.stop && options.stop->load();
+    if (!options.checkpoint_path.empty() && !last &&
+        (stop || (c.checkpoint_every > 0 && (s + 1) % c.checkpoint_every == 0))) {
+      learner.save_checkpoint(options.checkpoint_path, elapsed());
+      last_checkpoint = options.checkpoint_path;
+      last_checkpoint_step = s + 1;
+    }
+    if (stop && !last) {
+      progress.finish();
+      result.status = LearnStatus::kInterrupted;
+      result.steps_done = s + 1;
+      result.seconds = elapsed();
+      result.checkpoint_path = options.checkpoint_path;
+      return result;
+    }
+  }
+  progress.finish();
+  result.steps_done = learner.steps_done();
+  result.seconds = elapsed();
+  StepLosses mean;
+  for (const auto& l : recent) {
+    mean.total += l.total / recent.size();
+    mean.inv += l.inv / recent.size();
+    mean.cls_text += l.cls_text / recent.size();
+    mean.cls_image += l.cls_image / recent.size();
+    mean.norm += l.norm / recent.size();
+  }
+  const torch::Tensor v = learner.vectors();
+  result.metrics = {{"steps", result.steps_done},
+                    {"seconds", std::round(result.seconds * 1000) / 1000},
+                    {"loss", mean.total},
+                    {"inversion", mean.inv},
+                    {"classification_text", mean.cls_text},
+                    {"classification_image", mean.cls_image},
+                    {"norm_term", mean.norm},
+                    {"losses_over_last_steps", recent.size()},
+                    {"vector_norm", v.norm(2, 1).mean().item<double>()},
+                    {"vocab_mean_norm", learner.vocab_norm()},
+                    {"subspace_dim", learner.subspace() ? learner.subspace()->dim() : 0}};
+  result.token = learner.token_file(result.metrics);
+  if (!options.checkpoint_path.empty() && !options.keep_checkpoint) {
+    std::error_code ec;
+    fs::remove(options.checkpoint_path, ec);
+  } else if (!options.checkpoint_path.empty()) {
+    learner.save_checkpoint(options.checkpoint_path, result.seconds);
+  }
+  return result;
+}
+
+}  // namespace ctok::token
