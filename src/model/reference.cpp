@@ -1,6 +1,8 @@
 #include "ctok/model/reference.hpp"
 
+#include <cmath>
 #include <filesystem>
+#include <limits>
 
 #include "ctok/core/error.hpp"
 #include "ctok/core/json.hpp"
@@ -52,7 +54,11 @@ ReferenceCheck compare(const std::string& key, const torch::Tensor& ours, const 
   }
   auto diff = (a - b).abs();
   c.max_abs_error = diff.max().item<double>();
-  c.worst_ratio = (diff / (tol.atol + tol.rtol * b.abs())).max().item<double>();
+  auto bound = tol.atol + tol.rtol * b.abs();
+  // Exact comparisons (zero tolerance): any difference is an infinite ratio.
+  auto ratio = torch::where(bound > 0, diff / bound.clamp_min(1e-300),
+                            torch::where(diff > 0, torch::full_like(diff, INFINITY), torch::zeros_like(diff)));
+  c.worst_ratio = ratio.max().item<double>();
   c.passed = std::isfinite(c.worst_ratio) && c.worst_ratio <= 1.0;
   return c;
 }
