@@ -10,20 +10,20 @@
 namespace ctok::json {
 namespace {
 
-// Line and column (1-based) of a byte position (1-based, as nlohmann reports it).
+// Line and column (1-based) of the last character the parser read; nlohmann reports
+// `byte` as the 1-based position of that character.
 void line_column(const std::string& text, std::size_t byte, std::size_t* line, std::size_t* column) {
   *line = 1;
-  *column = 0;
-  const std::size_t end = std::min(byte, text.size());
-  for (std::size_t i = 0; i < end; ++i) {
+  *column = 1;
+  const std::size_t last = std::min(byte > 0 ? byte - 1 : 0, text.size());
+  for (std::size_t i = 0; i < last; ++i) {
     if (text[i] == '\n') {
       ++*line;
-      *column = 0;
+      *column = 1;
     } else {
       ++*column;
     }
   }
-  if (*column == 0) *column = 1;
 }
 
 // nlohmann's message minus its "[json.exception.parse_error.101] parse error at ...: " prefix.
