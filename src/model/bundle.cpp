@@ -74,6 +74,7 @@ std::string precision_hint(const Bundle::Impl& b) {
 c10::IValue dry_forward(torch::jit::Module& m, std::vector<c10::IValue> inputs, const std::string& path,
                         const std::string& key, const std::string& what, const Bundle::Impl& b) {
   try {
+    c10::InferenceMode guard;  // only here: modules and tables must not become inference tensors
     return detail::forward(m, std::move(inputs), what);
   } catch (const Error& e) {
     throw bad_input("dry forward at load time: " + e.message() + precision_hint(b)).file(path).key(key);
@@ -130,7 +131,6 @@ Bundle Bundle::load(const BundleOptions& options) {
         .found(std::to_string(b->tokenizer->vocab_size()));
   }
 
-  torch::InferenceMode guard;
   const int64_t L = m.text.context_length, W = m.text.width;
   auto fopts = torch::TensorOptions().device(b->device).dtype(b->dtype);
 
@@ -151,11 +151,7 @@ Bundle Bundle::load(const BundleOptions& options) {
       throw bad_input("token_embedding rows do not match text.vocab_size").file(path).key("text.vocab_size")
           .expected(std::to_string(m.text.vocab_size)).found(std::to_string(table.size(0)));
     }
-    // Kept outside inference mode so it can be used under autograd.
-    {
-      c10::InferenceMode off(false);
-      b->token_embedding = table.detach().to(b->device, b->dtype).clone();
-    }
+    b->token_embedding = table.detach().to(b->device, b->dtype).clone();
     b->text_sha256 = m.sha256.count(m.text.file) ? m.sha256.at(m.text.file) : sha256_file(path);
     if (options.check_shapes) {
       auto out = dry_forward(b->text_encoder,

@@ -71,11 +71,15 @@ TEST(ModelBundle, LoadsTinyBundle) {
   EXPECT_EQ(b.context_length(), 16);
   EXPECT_EQ(b.token_embedding().sizes(), (std::vector<int64_t>{76, 24}));
   EXPECT_FALSE(b.token_embedding().requires_grad());
+  EXPECT_FALSE(b.token_embedding().is_inference());
   EXPECT_TRUE(b.diffusion_loaded());
   EXPECT_TRUE(b.has_vae());
   EXPECT_EQ(b.dtype(), torch::kFloat32);
   EXPECT_EQ(b.text_encoder_sha256().size(), 64u);
-  for (const auto& p : b.text_encoder().parameters()) EXPECT_FALSE(p.requires_grad());
+  for (const auto& p : b.text_encoder().parameters()) {
+    EXPECT_FALSE(p.requires_grad());
+    EXPECT_FALSE(p.is_inference());
+  }
   EXPECT_TRUE(fs::path(b.dir()).is_absolute());
 }
 
