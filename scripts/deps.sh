@@ -15,6 +15,8 @@ CTOK_APT_PACKAGES=(
   python3 python3-torch python3-numpy python3-sentencepiece python3-pil python3-opencv
   # FashionWorld source images
   dataset-fashion-mnist
+  # fuzzing (tests/fuzz, scripts/fuzz.sh): clang, libFuzzer + sanitizer runtimes, symbolizer
+  clang-14 libclang-rt-14-dev llvm-14
 )
 
 missing=()
