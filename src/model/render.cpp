@@ -15,6 +15,7 @@
 
 #include "ctok/core/error.hpp"
 #include "ctok/core/fs.hpp"
+#include "ctok/core/json.hpp"
 #include "ctok/core/sha256.hpp"
 #include "ctok/core/version.hpp"
 #include "ctok/model/diffusion.hpp"
@@ -37,6 +38,41 @@ void validate(const RenderOptions& o, const Bundle& bundle) {
     throw bad_input("number of sampling steps out of range").key("steps")
         .expected("1.." + std::to_string(T)).found(std::to_string(o.steps));
   }
+}
+
+RenderOptions render_options_from_json(const nlohmann::json& j, const std::string& where, RenderOptions o) {
+  json::check_keys(j, {"prompts", "negative", "n", "steps", "guidance", "sampler", "eta", "spacing", "seed", "batch",
+                       "cols", "captions"},
+                   where);
+  o.prompts = json::optional<std::vector<std::string>>(j, "prompts", where, o.prompts);
+  o.negative = json::optional<std::string>(j, "negative", where, o.negative);
+  o.n = json::optional<int>(j, "n", where, o.n);
+  o.steps = json::optional<int>(j, "steps", where, o.steps);
+  o.guidance = json::optional<double>(j, "guidance", where, o.guidance);
+  if (auto s = json::find<std::string>(j, "sampler", where)) o.sampler = parse_sampler(*s);
+  o.eta = json::optional<double>(j, "eta", where, o.eta);
+  if (auto s = json::find<std::string>(j, "spacing", where)) o.spacing = parse_spacing(*s);
+  o.seed = json::optional<uint64_t>(j, "seed", where, o.seed);
+  o.batch = json::optional<int>(j, "batch", where, o.batch);
+  o.cols = json::optional<int>(j, "cols", where, o.cols);
+  o.captions = json::optional<bool>(j, "captions", where, o.captions);
+  return o;
+}
+
+std::vector<std::string> read_prompts_file(const std::string& path) {
+  const std::string text = read_text_file(path);
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    std::string line = text.substr(start, end - start);
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") != std::string::npos) out.push_back(line);
+    start = end + 1;
+  }
+  if (out.empty()) throw bad_input("prompts file has no prompt (one per line)").file(path);
+  return out;
 }
 
 LoadedTokens load_tokens(const std::vector<std::string>& paths, const Bundle& bundle) {

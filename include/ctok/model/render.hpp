@@ -44,6 +44,12 @@ struct RenderOptions {
 // bad_input for n < 1, steps outside 1..T, no prompts, batch < 1, eta outside [0, 1], ...
 void validate(const RenderOptions& options, const Bundle& bundle);
 
+// A JSON config with the fields of RenderOptions (same names; sampler and spacing as
+// strings); unknown keys and wrong types are bad_input. Fields absent keep `base`.
+RenderOptions render_options_from_json(const nlohmann::json& j, const std::string& where, RenderOptions base = {});
+// Prompts from a text file, one per line (blank lines skipped); bad_input if none.
+std::vector<std::string> read_prompts_file(const std::string& path);
+
 struct TokenSource {
   std::string token;       // as written in prompts
   std::string path;        // the file it was read from
