@@ -48,6 +48,10 @@ int main(int argc, char** argv) {
     app.add_flag("--no-verify", no_verify, "skip the bundle's sha256 check");
     app.add_option("--out", out, "output PNG; the sidecar is the same name with .json")->required();
     app.add_flag("--force", force, "overwrite existing outputs");
+    // A flag given twice: the last one wins (scripts append overrides).
+    for (CLI::Option* opt : {o_neg, o_n, o_steps, o_guid, o_samp, o_eta, o_space, o_batch, o_cols}) {
+      opt->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+    }
     tool::parse(app, argc, argv, common);
 
     // Config file first, then the flags given on the command line.
