@@ -36,6 +36,12 @@ std::string parse_detail(const std::string& what) {
   return s;
 }
 
+// Deepest nesting accepted. Files this library reads (configs, manifests, annotations,
+// safetensors headers, token metadata) nest a few levels; nlohmann's dump() and the error
+// messages that describe a value recurse once per level, so a deeply nested untrusted file
+// (a token file's header, say) would otherwise overflow the stack.
+constexpr int kMaxDepth = 256;
+
 }  // namespace
 
 Json parse_string(const std::string& text, const std::string& origin) {
@@ -43,10 +49,18 @@ Json parse_string(const std::string& text, const std::string& origin) {
   // mistake worth reporting. Track the keys of each open object.
   std::vector<std::set<std::string>> open_objects;
   std::string duplicate;
-  auto callback = [&](int /*depth*/, Json::parse_event_t event, Json& parsed) -> bool {
+  auto callback = [&](int depth, Json::parse_event_t event, Json& parsed) -> bool {
     switch (event) {
       case Json::parse_event_t::object_start:
-        open_objects.emplace_back();
+      case Json::parse_event_t::array_start:
+        // depth: the containers already open around this one.
+        if (depth >= kMaxDepth) {
+          throw bad_input("JSON nested too deeply")
+              .file(origin)
+              .expected("at most " + std::to_string(kMaxDepth) + " levels of arrays and objects")
+              .found("more");
+        }
+        if (event == Json::parse_event_t::object_start) open_objects.emplace_back();
         break;
       case Json::parse_event_t::object_end:
         if (!open_objects.empty()) open_objects.pop_back();
@@ -71,6 +85,10 @@ Json parse_string(const std::string& text, const std::string& origin) {
     throw bad_input("invalid JSON at line " + std::to_string(line) + ", column " + std::to_string(column) + ": " +
                     parse_detail(e.what()))
         .file(origin);
+  } catch (const Json::exception& e) {
+    // Not a syntax error, so no position: a number out of the double range ("1e400",
+    // out_of_range.406) is the one the parser raises.
+    throw bad_input("invalid JSON: " + parse_detail(e.what())).file(origin);
   }
   if (!duplicate.empty()) throw bad_input("duplicate key in a JSON object").file(origin).key(duplicate);
   return value;
