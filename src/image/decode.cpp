@@ -11,6 +11,7 @@
 #include <opencv2/imgcodecs.hpp>
 
 #include "cv_util.hpp"
+#include "exif.hpp"
 
 namespace ctok::image {
 namespace {
@@ -82,8 +83,9 @@ Image decode_bytes(const uint8_t* data, std::size_t size, const std::string& ori
   const bool jpeg = is_jpeg(data, size);
   if (jpeg && !jpeg_is_complete(data, size))
     throw bad_input("truncated or damaged JPEG (no end-of-image marker)").file(origin);
-  // Alpha is only visible with IMREAD_UNCHANGED, which skips EXIF orientation; JPEG has no
-  // alpha, so it always takes IMREAD_COLOR (EXIF applied).
+  // Alpha is only visible with IMREAD_UNCHANGED; JPEG has none, so it always takes the
+  // plain path. OpenCV's own EXIF handling is off in both; we apply the orientation
+  // ourselves so that every format and alpha mode behave the same (exif.cpp).
   const bool want_alpha = options.alpha == Alpha::kCompositeWhite && !jpeg;
   if (size > static_cast<std::size_t>(INT32_MAX)) throw bad_input("file too large to decode (over 2 GiB)").file(origin);
   const cv::Mat buffer(1, static_cast<int>(size), CV_8U, const_cast<uint8_t*>(data));
@@ -102,10 +104,11 @@ Image decode_bytes(const uint8_t* data, std::size_t size, const std::string& ori
       }
       if (!mat.empty() && (mat.depth() != CV_8U || mat.channels() == 2)) mat.release();  // odd format: plain path
     }
-    if (mat.empty()) mat = cv::imdecode(buffer, cv::IMREAD_COLOR);
+    if (mat.empty()) mat = cv::imdecode(buffer, cv::IMREAD_COLOR | cv::IMREAD_IGNORE_ORIENTATION);
     if (mat.empty())
       throw bad_input("not a decodable image (JPEG, PNG, WebP, ...) or the file is damaged").file(origin);
-    return detail::from_mat(mat, options.alpha == Alpha::kCompositeWhite);
+    return detail::apply_orientation(detail::from_mat(mat, options.alpha == Alpha::kCompositeWhite),
+                                     detail::exif_orientation(data, size));
   } catch (const cv::Exception& e) {
     throw bad_input("cannot decode image: " + e.msg).file(origin);
   }

@@ -2,6 +2,7 @@
 // preprocessing, batch loading, grids, PNG round trip. Fixtures: tests/data/image, made by
 // tests/data/image/make_fixtures.py with Debian's Pillow.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -255,22 +256,59 @@ TEST(ImageCrop, HflipMirrors) {
 
 // ---- decode -------------------------------------------------------------------------------
 
-TEST(ImageDecode, ExifOrientationAllEight) {
-  for (int k = 1; k <= 8; ++k) {
-    SCOPED_TRACE("orientation " + std::to_string(k));
-    const Image im = decode_file(data_path("exif_" + std::to_string(k) + ".jpg"));
+TEST(ImageDecode, ExifOrientationAllEightJpegPngWebp) {
+  const auto near = [](std::array<int, 3> p, std::array<int, 3> want, int tol) {
+    for (int c = 0; c < 3; ++c)
+      if (std::abs(p[c] - want[c]) > tol) return false;
+    return true;
+  };
+  for (const char* ext : {"jpg", "png", "webp"}) {
+    const int tol = std::string(ext) == "jpg" ? 40 : 0;  // PNG and WebP fixtures are lossless
+    for (int k = 1; k <= 8; ++k) {
+      SCOPED_TRACE(std::string(ext) + " orientation " + std::to_string(k));
+      const Image im = decode_file(data_path("exif_" + std::to_string(k) + "." + ext));
+      ASSERT_EQ(im.width, 24);
+      ASSERT_EQ(im.height, 16);
+      // Displayed: red top-left, green top-right, blue bottom-left, white bottom-right.
+      for (int y : {1, 6})
+        for (int x : {1, 10}) {
+          EXPECT_TRUE(near(pixel(im, x, y), {255, 0, 0}, tol));
+          EXPECT_TRUE(near(pixel(im, x + 12, y), {0, 255, 0}, tol));
+          EXPECT_TRUE(near(pixel(im, x, y + 8), {0, 0, 255}, tol));
+          EXPECT_TRUE(near(pixel(im, x + 12, y + 8), {255, 255, 255}, tol));
+        }
+    }
+  }
+  // The alpha path (IMREAD_UNCHANGED in OpenCV, which ignores EXIF) is oriented too.
+  for (Alpha mode : {Alpha::kDrop, Alpha::kCompositeWhite}) {
+    const Image im = decode_file(data_path("exif_6_rgba.png"), {mode});
     ASSERT_EQ(im.width, 24);
     ASSERT_EQ(im.height, 16);
-    // Displayed: red top-left, green top-right, blue bottom-left, white bottom-right.
-    const auto near = [](std::array<int, 3> p, std::array<int, 3> want) {
-      for (int c = 0; c < 3; ++c)
-        if (std::abs(p[c] - want[c]) > 40) return false;
-      return true;
-    };
-    EXPECT_TRUE(near(pixel(im, 4, 3), {255, 0, 0}));
-    EXPECT_TRUE(near(pixel(im, 19, 3), {0, 255, 0}));
-    EXPECT_TRUE(near(pixel(im, 4, 12), {0, 0, 255}));
-    EXPECT_TRUE(near(pixel(im, 19, 12), {255, 255, 255}));
+    EXPECT_EQ(pixel(im, 2, 2), (std::array<int, 3>{255, 0, 0}));
+    EXPECT_EQ(pixel(im, 20, 2), (std::array<int, 3>{0, 255, 0}));
+    const int corner = mode == Alpha::kDrop ? 0 : 255;  // transparent black: dropped or on white
+    EXPECT_EQ(pixel(im, 20, 13), (std::array<int, 3>{corner, corner, corner}));
+  }
+}
+
+TEST(ImageDecode, MalformedExifIsIgnored) {
+  // Orientation 6 JPEG with its TIFF IFD offset corrupted: decodes, not rotated, no crash.
+  std::vector<uint8_t> bytes = read_bytes(data_path("exif_6.jpg"));
+  const auto it = std::search(bytes.begin(), bytes.end(), std::begin("Exif"), std::end("Exif") - 1);
+  ASSERT_NE(it, bytes.end());
+  const std::size_t tiff = static_cast<std::size_t>(it - bytes.begin()) + 6;
+  for (std::size_t i = 4; i < 8; ++i) bytes[tiff + i] = 0xFF;  // IFD0 offset far past the end
+  const Image im = decode_bytes(bytes.data(), bytes.size(), "bad-exif");
+  EXPECT_EQ(im.width, 16);  // stored (unrotated) size
+  EXPECT_EQ(im.height, 24);
+  // Every prefix of a valid file either decodes or throws bad_input; nothing else.
+  const std::vector<uint8_t> good = read_bytes(data_path("exif_6.png"));
+  for (std::size_t n = 0; n < good.size(); n += 7) {
+    try {
+      decode_bytes(good.data(), n, "prefix");
+    } catch (const ctok::Error& e) {
+      EXPECT_EQ(e.kind(), ctok::ErrorKind::kBadInput);
+    }
   }
 }
 

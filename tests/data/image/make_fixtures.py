@@ -5,10 +5,11 @@ Run with Debian's interpreter (python3-pil), from anywhere:
     /usr/bin/python3 tests/data/image/make_fixtures.py
 
 What it writes (all small, deterministic):
-  exif_<k>.jpg          24x16 upright picture stored with EXIF orientation k = 1..8 (the
+  exif_<k>.jpg|png|webp 24x16 upright picture stored with EXIF orientation k = 1..8 (the
                         stored pixels are the inverse transform, so every file *displays*
                         the same picture: red top-left, green top-right, blue bottom-left,
-                        white bottom-right)
+                        white bottom-right); PNG and WebP are lossless
+  exif_6_rgba.png       the same, orientation 6, bottom-right quadrant transparent
   gray.png, gray_alpha.png, rgba.png, palette.png, rgba.webp   colour-mode cases (values in the test)
   in_*.png              resize inputs (noise, edges and gradients)
   resize_*.png          PIL Image.resize((w, h), Image.BICUBIC) of an input
@@ -94,11 +95,21 @@ def exif_fixtures():
         stored = upright if k == 1 else upright.transpose(inverse[k])
         exif = Image.Exif()
         exif[0x0112] = k
-        stored.save(path(f"exif_{k}.jpg"), quality=95, exif=exif.tobytes())
-        shown = ImageOps.exif_transpose(Image.open(path(f"exif_{k}.jpg")))
-        assert shown.size == (w, h), (k, shown.size)
-        assert shown.getpixel((2, 2))[0] > 200 and shown.getpixel((w - 3, h - 3))[2] > 200, k
         assert k == 1 or stored.transpose(to_upright[k]).tobytes() == upright.tobytes(), k
+        stored.save(path(f"exif_{k}.jpg"), quality=95, exif=exif.tobytes())
+        stored.save(path(f"exif_{k}.png"), exif=exif.tobytes())
+        stored.save(path(f"exif_{k}.webp"), lossless=True, exact=True, exif=exif.tobytes())
+        for ext in ("jpg", "png", "webp"):
+            shown = ImageOps.exif_transpose(Image.open(path(f"exif_{k}.{ext}")))
+            assert shown.size == (w, h), (k, ext, shown.size)
+            assert shown.getpixel((2, 2))[0] > 200 and shown.getpixel((w - 3, h - 3))[2] > 200, (k, ext)
+    # With alpha (the decoder's alpha path must honour the orientation too): a
+    # transparent bottom-right quadrant.
+    rgba = upright.convert("RGBA")
+    rgba.paste((0, 0, 0, 0), (w // 2, h // 2, w, h))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rgba.transpose(inverse[6]).save(path("exif_6_rgba.png"), exif=exif.tobytes())
 
 
 def mode_fixtures():
