@@ -11,6 +11,7 @@
 #include "ctok/core/error.hpp"
 #include "ctok/core/fs.hpp"
 #include "ctok/core/json.hpp"
+#include "ctok/text/templates.hpp"
 
 #ifndef CTOK_SOURCE_DIR
 #define CTOK_SOURCE_DIR "."
@@ -111,13 +112,7 @@ std::string find_attribute_file(const std::string& parent, const std::string& di
 }
 
 std::string fill_template(const std::string& templ, const std::string& token, const std::string& parent) {
-  std::string s = templ;
-  auto replace_all = [&](const std::string& key, const std::string& value) {
-    for (std::size_t pos = 0; (pos = s.find(key, pos)) != std::string::npos; pos += value.size())
-      s.replace(pos, key.size(), value);
-  };
-  replace_all("{token}", token);
-  replace_all("{parent}", parent);
+  const std::string s = text::format_template(templ, {{"token", token}, {"parent", parent}});
   // Collapse whitespace runs, trim.
   std::istringstream in(s);
   std::vector<std::string> words;

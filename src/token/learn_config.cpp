@@ -1,9 +1,11 @@
 #include "ctok/token/learn_config.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 #include "ctok/core/error.hpp"
 #include "ctok/core/json.hpp"
+#include "ctok/text/templates.hpp"
 
 namespace ctok::token {
 
@@ -141,7 +143,18 @@ void validate(const LearnConfig& c) {
               "subspace_tolerance", "in (0, 1)", c.subspace_tolerance);
   check_range(!c.templates.empty(), "templates", "at least one template", std::string("[]"));
   for (const auto& t : c.templates) {
-    check_range(t.find("{token}") != std::string::npos, "templates", "every template contains {token}", t);
+    std::vector<std::string> names;
+    try {
+      names = text::template_placeholders(t);
+    } catch (Error& e) {
+      e.key("templates");
+      throw;
+    }
+    for (const auto& n : names) {
+      check_range(n == "token" || n == "parent", "templates", "only the placeholders {token} and {parent}", t);
+    }
+    check_range(std::count(names.begin(), names.end(), "token") == 1, "templates",
+                "every template uses {token} once", t);
   }
   for (const auto& p : c.negative_prompts) check_range(!p.empty(), "negative_prompts", "non-empty prompts", p);
   check_range(finite(c.crop_jitter) && c.crop_jitter >= 0 && c.crop_jitter <= 0.5, "crop_jitter", "in [0, 0.5]",

@@ -75,6 +75,7 @@ struct Learner::Impl {
   double vocab_norm = 0;
   std::string init_word;
 
+  std::vector<std::string> templates;          // the config's templates that fit the context
   std::vector<std::string> token_prompts;      // one per template
   std::vector<std::string> negative_prompts0;  // negatives of the first template (for logs)
   model::PromptBatch token_batch;              // token_prompts tokenised
@@ -189,27 +190,45 @@ void Learner::Impl::setup() {
 }
 
 void Learner::Impl::setup_prompts() {
-  for (const auto& t : cfg.templates) token_prompts.push_back(fill_template(t, req.token, req.parent));
-  token_batch = clip.tokenize(token_prompts, std::map<std::string, int64_t>{{req.token, cfg.vectors}});
-  for (std::size_t i = 0; i < token_prompts.size(); ++i) {
-    bool found = false;
-    for (const auto& s : token_batch.slots) found = found || s.batch == static_cast<int64_t>(i);
-    if (!found) {
-      throw bad_input("the token does not fit in the prompt context after tokenisation").key("templates")
-          .found("\"" + token_prompts[i] + "\"");
+  // Templates whose token does not fit in the context (after truncation) are left out.
+  std::vector<std::string> kept_templates;
+  std::vector<int64_t> kept_rows;
+  model::PromptBatch tokenized;
+  {
+    std::vector<std::string> all;
+    for (const auto& t : cfg.templates) all.push_back(fill_template(t, req.token, req.parent));
+    model::PromptBatch b = clip.tokenize(all, std::map<std::string, int64_t>{{req.token, cfg.vectors}});
+    for (std::size_t i = 0; i < all.size(); ++i) {
+      int64_t n = 0;
+      for (const auto& s : b.slots) n += s.batch == static_cast<int64_t>(i);
+      if (n == cfg.vectors) {
+        kept_rows.push_back(static_cast<int64_t>(i));
+        kept_templates.push_back(cfg.templates[i]);
+        token_prompts.push_back(all[i]);
+      } else {
+        spdlog::warn("template \"{}\" left out: the token does not fit in the context of {} tokens", cfg.templates[i],
+                     bundle.context_length());
+      }
     }
+    tokenized = std::move(b);
   }
+  if (token_prompts.empty()) {
+    throw bad_input("no template keeps the token inside the text context of " + std::to_string(bundle.context_length()) +
+                    " tokens").key("templates");
+  }
+  templates = kept_templates;
+  token_batch = select_prompts(tokenized, kept_rows);
   if (!use_cls()) return;
   std::vector<std::vector<std::string>> negatives;  // per template
   if (!cfg.negative_prompts.empty()) {
-    negatives.assign(cfg.templates.size(), cfg.negative_prompts);
+    negatives.assign(templates.size(), cfg.negative_prompts);
   } else {
     std::vector<std::string> words{req.parent};
     if (cfg.sibling_negatives && attributes) {
       for (const auto& w : attributes->siblings)
         if (w != req.parent) words.push_back(w);
     }
-    for (const auto& t : cfg.templates) {
+    for (const auto& t : templates) {
       std::vector<std::string> ps;
       for (const auto& w : words) ps.push_back(fill_template(t, "", w));
       negatives.push_back(ps);
@@ -274,7 +293,7 @@ StepLosses Learner::Impl::compute(int s, torch::Tensor* grad_out) {
     idx.push_back(perm[static_cast<std::size_t>(b % n_images)]);
   }
   for (int b = 0; b < B; ++b) var.push_back(static_cast<int64_t>(rng.below(static_cast<uint64_t>(variants))));
-  for (int b = 0; b < B; ++b) tmpl.push_back(static_cast<int64_t>(rng.below(cfg.templates.size())));
+  for (int b = 0; b < B; ++b) tmpl.push_back(static_cast<int64_t>(rng.below(templates.size())));
   if (use_inv()) {
     const int T = bundle.schedule().num_train_timesteps();
     const int lo = cfg.timestep_min, hi = cfg.timestep_max < 0 ? T - 1 : cfg.timestep_max;

@@ -1,0 +1,442 @@
+// The token learner on the tiny fixture bundle (random weights): finite losses, a loss that
+// goes down, bit-identical resume, the subspace, NaN stop, checkpoint checks, bad input.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "ctok/core/error.hpp"
+#include "ctok/core/fs.hpp"
+#include "ctok/core/safetensors.hpp"
+#include "ctok/core/sha256.hpp"
+#include "ctok/image/image.hpp"
+#include "ctok/model/bundle.hpp"
+#include "ctok/token/attributes.hpp"
+#include "ctok/token/learn_config.hpp"
+#include "ctok/token/learner.hpp"
+#include "ctok/token/subspace.hpp"
+
+namespace fs = std::filesystem;
+using namespace ctok;
+using namespace ctok::token;
+
+namespace {
+
+const std::string kBundle = std::string(CTOK_TEST_DATA) + "/tiny_bundle";
+const std::string kAttributes = std::string(CTOK_SOURCE_DIR) + "/configs/attributes";
+
+model::Bundle& bundle(bool diffusion = true) {
+  static std::unique_ptr<model::Bundle> with, without;
+  auto& slot = diffusion ? with : without;
+  if (!slot) {
+    model::BundleOptions o;
+    o.dir = kBundle;
+    o.load_diffusion = diffusion;
+    slot = std::make_unique<model::Bundle>(model::Bundle::load(o));
+  }
+  return *slot;
+}
+
+fs::path temp_dir(const std::string& name) {
+  fs::path p = fs::temp_directory_path() / ("ctok_test_learn_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p;
+}
+
+// A small coloured image: a disc of `rgb` on a grey ramp, shifted by `shift`.
+image::Image make_image(int w, int h, std::array<uint8_t, 3> rgb, int shift) {
+  image::Image im;
+  im.width = w;
+  im.height = h;
+  im.rgb.resize(static_cast<std::size_t>(w * h * 3));
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x) {
+      const int dx = x - w / 2 - shift, dy = y - h / 2;
+      const bool in = dx * dx + dy * dy < (w * w) / 9;
+      for (int c = 0; c < 3; ++c)
+        im.rgb[static_cast<std::size_t>((y * w + x) * 3 + c)] =
+            in ? rgb[c] : static_cast<uint8_t>(60 + (x * 120) / w);
+    }
+  return im;
+}
+
+struct Images {
+  fs::path dir;
+  std::vector<ImageSource> positives, negatives;
+};
+
+Images make_images(const std::string& name, int n_pos = 3, int n_neg = 4) {
+  Images out;
+  out.dir = temp_dir(name);
+  for (int i = 0; i < n_pos; ++i) {
+    const auto p = out.dir / ("pos" + std::to_string(i) + ".png");
+    image::write_png(p.string(), make_image(40, 36, {220, 30, 30}, i * 2));
+    out.positives.push_back({p.string(), std::nullopt});
+  }
+  for (int i = 0; i < n_neg; ++i) {
+    const auto p = out.dir / ("neg" + std::to_string(i) + ".png");
+    image::write_png(p.string(), make_image(40, 36, {30, 30, static_cast<uint8_t>(150 + 20 * i)}, -i));
+    out.negatives.push_back({p.string(), image::Box{2, 2, 38, 34}});
+  }
+  return out;
+}
+
+LearnRequest request(const Images& im, LearnConfig c = {}) {
+  LearnRequest r;
+  r.token = "<my-shoe>";
+  r.parent = "shoe";
+  c.batch = 2;
+  c.variants = 4;
+  r.config = c;
+  r.images = im.positives;
+  r.negatives = im.negatives;
+  r.attributes_dir = kAttributes;
+  return r;
+}
+
+bool all_finite(const StepLosses& l) {
+  return std::isfinite(l.total) && std::isfinite(l.inv) && std::isfinite(l.cls_text) && std::isfinite(l.cls_image) &&
+         std::isfinite(l.norm);
+}
+
+void expect_bad_input(const std::function<void()>& fn, const std::string& needle) {
+  try {
+    fn();
+    FAIL() << "no error; expected one mentioning " << needle;
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kBadInput) << e.what();
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+
+TEST(LearnConfig, JsonRoundTripAndStrictness) {
+  LearnConfig c;
+  c.steps = 17;
+  c.templates = {"a {token} {parent}"};
+  LearnConfig d = learn_config_from_json(to_json(c), "x.json");
+  EXPECT_EQ(to_json(d), to_json(c));
+  expect_bad_input([] { learn_config_from_json(nlohmann::json{{"stepz", 3}}, "x.json"); }, "stepz");
+  expect_bad_input([] { learn_config_from_json(nlohmann::json{{"steps", "3"}}, "x.json"); }, "steps");
+  LearnConfig bad;
+  bad.lr = -1;
+  expect_bad_input([&] { validate(bad); }, "lr");
+  bad = {};
+  bad.templates = {"a photo of a {parent}"};
+  expect_bad_input([&] { validate(bad); }, "templates");
+  bad = {};
+  bad.templates = {"a photo of a {token} {colour}"};
+  expect_bad_input([&] { validate(bad); }, "templates");
+  bad = {};
+  bad.lambda_inv = 0;
+  bad.lambda_cls = 0;
+  expect_bad_input([&] { validate(bad); }, "lambda");
+  // The shipped default config is the struct's defaults.
+  LearnConfig shipped = read_learn_config(std::string(CTOK_SOURCE_DIR) + "/configs/learn/default.json");
+  EXPECT_EQ(to_json(shipped), to_json(LearnConfig{}));
+}
+
+TEST(Attributes, FilesAndTemplates) {
+  for (const auto& p : list_attribute_parents(kAttributes)) {
+    AttributeSet a = read_attribute_file(find_attribute_file(p, kAttributes));
+    EXPECT_EQ(a.parent, p);
+    EXPECT_EQ(a.subspace_words().front(), p);
+    EXPECT_FALSE(a.colours.empty());
+  }
+  EXPECT_GE(list_attribute_parents(kAttributes).size(), 17u);
+  AttributeSet shoe = read_attribute_file(find_attribute_file("shoe", kAttributes));
+  EXPECT_EQ(std::count(shoe.siblings.begin(), shoe.siblings.end(), "sneaker"), 0);  // hidden in FashionWorld
+  expect_bad_input([] { find_attribute_file("hat", kAttributes); }, "shoe.json");
+  EXPECT_EQ(fill_template("a photo of a {token} {parent}", "<x>", "shoe"), "a photo of a <x> shoe");
+  EXPECT_EQ(fill_template("a photo of a {token} {parent}", "", "ankle boot"), "a photo of an ankle boot");
+  EXPECT_EQ(fill_template("a photo of a {token} {parent}", "", "shoe"), "a photo of a shoe");
+}
+
+TEST(Subspace, OrthonormalAndSpansTheWords) {
+  auto& b = bundle(false);
+  const std::vector<std::string> words = {"shoe", "red", "blue", "striped", "sandal", "ankle boot"};
+  Subspace s = build_subspace(b, words, {});
+  ASSERT_EQ(s.words.size(), words.size());
+  EXPECT_EQ(s.dim(), 6);
+  torch::Tensor qtq = torch::matmul(s.basis.t(), s.basis);
+  EXPECT_TRUE(torch::allclose(qtq, torch::eye(s.dim()), 1e-5, 1e-5));
+  for (const auto& w : words) {  // each word's embedding lies in the span
+    torch::Tensor e = word_embedding(b, w);
+    torch::Tensor back = expand(s, project(s, e));
+    EXPECT_LT((back - e).norm().item<double>(), 1e-4 * std::max(1.0, e.norm().item<double>())) << w;
+  }
+  // A repeated direction adds nothing.
+  Subspace r = build_subspace(b, {"shoe", "red", "shoe"}, {});
+  EXPECT_EQ(r.dim(), 2);
+  // "leather" is not in the fixture's vocabulary: spelled letter by letter, dropped by "known".
+  EXPECT_FALSE(tokenizer_knows(b, "leather"));
+  EXPECT_TRUE(tokenizer_knows(b, "shoe"));
+  SubspaceOptions known;
+  known.drop_unknown = true;
+  Subspace k = build_subspace(b, {"shoe", "leather"}, known);
+  EXPECT_EQ(k.words, std::vector<std::string>{"shoe"});
+  EXPECT_EQ(k.dropped, std::vector<std::string>{"leather"});
+}
+
+TEST(Learner, LossesFiniteAndTokenFile) {
+  Images im = make_images("finite");
+  LearnConfig c;
+  c.steps = 3;
+  Learner learner(bundle(), request(im, c));
+  EXPECT_EQ(learner.usable_images(), 3);
+  EXPECT_EQ(learner.usable_negatives(), 4);
+  ASSERT_NE(learner.subspace(), nullptr);
+  RunOptions o;
+  o.progress = false;
+  o.log_path = (im.dir / "log.csv").string();
+  LearnResult r = learn(learner, o);
+  EXPECT_EQ(r.status, LearnStatus::kDone);
+  EXPECT_EQ(r.steps_done, 3);
+  EXPECT_TRUE(all_finite(r.last));
+  EXPECT_GT(r.last.inv, 0);
+  EXPECT_GT(r.last.cls_text, 0);
+  EXPECT_GT(r.last.cls_image, 0);
+  EXPECT_EQ(r.token.width, 24);
+  EXPECT_EQ(r.token.n_vectors, 1);
+  EXPECT_EQ(r.token.token, "<my-shoe>");
+  EXPECT_EQ(r.token.parent, "shoe");
+  EXPECT_FALSE(r.token.subspace_words.empty());
+  EXPECT_EQ(static_cast<int64_t>(r.token.coefficients.size()), learner.subspace()->dim());
+  for (float x : r.token.vectors) EXPECT_TRUE(std::isfinite(x));
+  // The token file round-trips through the writer and reader.
+  const std::string out = (im.dir / "t.safetensors").string();
+  write_token_file(out, r.token);
+  TokenFile back = read_token_file(out);
+  EXPECT_EQ(back.vectors, r.token.vectors);
+  EXPECT_EQ(back.subspace_words, r.token.subspace_words);
+  // The CSV log has a header and one row per step.
+  std::ifstream log(o.log_path);
+  std::string line;
+  int lines = 0;
+  while (std::getline(log, line)) ++lines;
+  EXPECT_EQ(lines, 4);
+  fs::remove_all(im.dir);
+}
+
+TEST(Learner, ClassificationLossGoesDown) {
+  Images im = make_images("down", 1, 0);
+  LearnConfig c;
+  c.lambda_inv = 0;
+  c.lambda_cls = 1;
+  c.subspace = "none";
+  c.lr = 0.05;
+  c.steps = 40;
+  c.variants = 1;
+  Learner learner(bundle(false), request(im, c));
+  const double before = learner.forward_backward(0).cls_text;
+  for (int i = 0; i < c.steps; ++i) learner.step();
+  const double after = learner.forward_backward(0).cls_text;
+  EXPECT_LT(after, 0.5 * before) << "before " << before << " after " << after;
+  fs::remove_all(im.dir);
+}
+
+TEST(Learner, InversionLossGoesDownOnAFixedDraw) {
+  Images im = make_images("inv_down", 1, 0);
+  LearnConfig c;
+  c.lambda_inv = 1;
+  c.lambda_cls = 0;
+  c.subspace = "none";
+  c.lr = 0.05;
+  c.steps = 30;
+  Learner learner(bundle(), request(im, c));
+  double before = 0, after = 0;
+  for (int s = 0; s < 4; ++s) before += learner.forward_backward(s).inv;
+  for (int i = 0; i < c.steps; ++i) learner.step();
+  for (int s = 0; s < 4; ++s) after += learner.forward_backward(s).inv;
+  EXPECT_LT(after, before);
+  fs::remove_all(im.dir);
+}
+
+TEST(Learner, ResumeIsBitIdentical) {
+  Images im = make_images("resume");
+  LearnConfig c;
+  c.steps = 6;
+  c.checkpoint_every = 0;
+  const std::string ckpt = (im.dir / "run.ckpt").string();
+
+  Learner full(bundle(), request(im, c));
+  RunOptions quiet;
+  quiet.progress = false;
+  LearnResult a = learn(full, quiet);
+
+  // Interrupted after step 3 (the stop flag as Ctrl-C sets it), then resumed.
+  std::atomic<bool> stop{false};
+  Learner first(bundle(), request(im, c));
+  RunOptions o;
+  o.progress = false;
+  o.checkpoint_path = ckpt;
+  o.stop = &stop;
+  o.on_step = [&](int step, const StepLosses&) {
+    if (step == 3) stop = true;
+  };
+  LearnResult r1 = learn(first, o);
+  EXPECT_EQ(r1.status, LearnStatus::kInterrupted);
+  EXPECT_EQ(r1.steps_done, 3);
+  ASSERT_TRUE(file_exists(ckpt));
+
+  Learner second(bundle(), request(im, c));
+  RunOptions o2;
+  o2.progress = false;
+  o2.checkpoint_path = ckpt;
+  o2.resume_path = ckpt;
+  LearnResult b = learn(second, o2);
+  EXPECT_EQ(b.status, LearnStatus::kDone);
+  EXPECT_EQ(b.steps_done, 6);
+  EXPECT_EQ(a.token.vectors, b.token.vectors);  // bit for bit
+  EXPECT_EQ(a.token.coefficients, b.token.coefficients);
+  EXPECT_FALSE(file_exists(ckpt));  // removed after the finished run
+  fs::remove_all(im.dir);
+}
+
+TEST(Learner, SubspaceKeepsTheTokenInSpan) {
+  Images im = make_images("span");
+  LearnConfig c;
+  c.steps = 5;
+  c.subspace_lr = 0.1;
+  Learner learner(bundle(), request(im, c));
+  const Subspace* s = learner.subspace();
+  ASSERT_NE(s, nullptr);
+  torch::Tensor q = s->basis.cpu();
+  EXPECT_TRUE(torch::allclose(torch::matmul(q.t(), q), torch::eye(s->dim()), 1e-5, 1e-5));
+  // Start: the parent's own embedding (the parent is one of the spanning words).
+  torch::Tensor v0 = learner.vectors();
+  torch::Tensor e = word_embedding(bundle(), "shoe").cpu().reshape({1, -1});
+  EXPECT_TRUE(torch::allclose(v0, e, 1e-4, 1e-5));
+  for (int i = 0; i < c.steps; ++i) learner.step();
+  torch::Tensor v = learner.vectors();
+  EXPECT_FALSE(torch::allclose(v, v0));
+  torch::Tensor in_span = torch::matmul(torch::matmul(v, q), q.t());
+  EXPECT_LT((v - in_span).norm().item<double>(), 1e-5);
+  fs::remove_all(im.dir);
+}
+
+TEST(Learner, NanStopsAndKeepsTheLastGoodCheckpoint) {
+  Images im = make_images("nan");
+  LearnConfig c;
+  c.steps = 20;
+  c.subspace = "none";
+  // Step 1 is computed at the initial vector and moves it by ~1e37 per coordinate; step 2's
+  // norm term overflows: an Inf loss.
+  c.lr = 1e37;
+  c.lambda_norm = 1.0;
+  c.checkpoint_every = 1;
+  const std::string ckpt = (im.dir / "nan.ckpt").string();
+  Learner learner(bundle(), request(im, c));
+  RunOptions o;
+  o.progress = false;
+  o.checkpoint_path = ckpt;
+  std::string before_sha;
+  int done = 0;
+  o.on_step = [&](int step, const StepLosses&) { done = step; };
+  try {
+    learn(learner, o);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kRuntime);
+    const std::string what = e.what();
+    EXPECT_TRUE(what.find("NaN") != std::string::npos || what.find("Inf") != std::string::npos) << what;
+    EXPECT_NE(what.find(ckpt), std::string::npos) << what;
+  }
+  ASSERT_GE(done, 1);
+  ASSERT_TRUE(file_exists(ckpt));
+  // The checkpoint is the state after the last good step, finite, and loadable.
+  SafetensorsFile f = read_safetensors(ckpt);
+  EXPECT_EQ(to_int64(*f.find("step")).at(0), done);
+  for (float x : to_float32(*f.find("param"))) EXPECT_TRUE(std::isfinite(x));
+  Learner again(bundle(), request(im, c));
+  EXPECT_NO_THROW(again.load_checkpoint(ckpt));
+  EXPECT_EQ(again.steps_done(), done);
+  fs::remove_all(im.dir);
+}
+
+TEST(Learner, ResumeRefusesAnotherConfigOrImages) {
+  Images im = make_images("mismatch");
+  LearnConfig c;
+  c.steps = 2;
+  const std::string ckpt = (im.dir / "m.ckpt").string();
+  {
+    Learner l(bundle(), request(im, c));
+    l.step();
+    l.save_checkpoint(ckpt, 1.0);
+  }
+  LearnConfig other = c;
+  other.lr = 0.5;
+  other.subspace_lr = 0.5;
+  Learner l2(bundle(), request(im, other));
+  expect_bad_input([&] { l2.load_checkpoint(ckpt); }, "subspace_lr");
+  // Other images.
+  Images im2 = make_images("mismatch2", 2, 4);
+  Learner l3(bundle(), request(im2, c));
+  expect_bad_input([&] { l3.load_checkpoint(ckpt); }, "other images");
+  // Another bundle: the same checkpoint with a different bundle hash.
+  SafetensorsFile f = read_safetensors(ckpt);
+  f.metadata["bundle_sha256"] = std::string(64, 'a');
+  f.metadata["bundle"] = "other-bundle";
+  write_safetensors(ckpt, f);
+  Learner l4(bundle(), request(im, c));
+  expect_bad_input([&] { l4.load_checkpoint(ckpt); }, "other-bundle");
+  // Not a checkpoint at all.
+  write_file_atomic(ckpt, std::string("garbage"));
+  expect_bad_input([&] { l4.load_checkpoint(ckpt); }, ckpt);
+  fs::remove_all(im.dir);
+  fs::remove_all(im2.dir);
+}
+
+TEST(Learner, BadInput) {
+  Images im = make_images("bad");
+  LearnConfig c;
+  {
+    LearnRequest r = request(im, c);
+    r.token = "dress";  // one piece of the fixture's vocabulary
+    expect_bad_input([&] { Learner l(bundle(), r); }, "dress");
+  }
+  {
+    LearnRequest r = request(im, c);
+    r.parent = "hat";  // no attribute file under subspace "auto"
+    expect_bad_input([&] { Learner l(bundle(), r); }, "shoe.json");
+  }
+  {
+    // lambda_inv > 0 with a bundle loaded without its UNet.
+    expect_bad_input([&] { Learner l(bundle(false), request(im, c)); }, "lambda_inv");
+  }
+  {
+    LearnRequest r = request(im, c);
+    const auto bad = im.dir / "broken.jpg";
+    std::ofstream(bad) << "not a jpeg";
+    r.images = {{bad.string(), std::nullopt}};
+    expect_bad_input([&] { Learner l(bundle(), r); }, "broken.jpg");
+  }
+  {
+    LearnRequest r = request(im, c);
+    r.images.clear();
+    expect_bad_input([&] { Learner l(bundle(), r); }, "image");
+  }
+  fs::remove_all(im.dir);
+}
+
+TEST(Learner, DiskCacheGivesTheSameResult) {
+  Images im = make_images("cache");
+  LearnConfig c;
+  c.steps = 2;
+  c.cache_dir = (im.dir / "cache").string();
+  RunOptions o;
+  o.progress = false;
+  Learner a(bundle(), request(im, c));
+  LearnResult ra = learn(a, o);
+  int files = 0;
+  for (auto& e : fs::directory_iterator(c.cache_dir)) files += e.path().extension() == ".safetensors";
+  EXPECT_EQ(files, 3);
+  Learner b(bundle(), request(im, c));  // now read from the cache
+  LearnResult rb = learn(b, o);
+  EXPECT_EQ(ra.token.vectors, rb.token.vectors);
+  fs::remove_all(im.dir);
+}

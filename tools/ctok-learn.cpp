@@ -1,0 +1,243 @@
+// ctok-learn: learn a custom token from a few images of a concept and its parent word
+// (docs/learning.md).
+//
+//   ctok-learn --images photos/ --parent dress --token "<my-dress>" --out tokens/my-dress.safetensors
+//   ctok-learn --df2 data/fashionworld --split validation --pair-id 100017 --style 1 --shots 3
+//              --token "<c17>" --out tokens/c17.safetensors
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <optional>
+
+#include "ctok/core/error.hpp"
+#include "ctok/core/fs.hpp"
+#include "ctok/core/log.hpp"
+#include "ctok/core/threads.hpp"
+#include "ctok/core/version.hpp"
+#include "ctok/data/concepts.hpp"
+#include "ctok/data/image_folder.hpp"
+#include "ctok/model/bundle.hpp"
+#include "ctok/token/learner.hpp"
+
+namespace fs = std::filesystem;
+using namespace ctok;
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+
+extern "C" void on_sigint(int) {
+  g_stop.store(true);
+  std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C ends the program at once
+}
+
+struct Options {
+  // common
+  std::string bundle, device = "cpu", config, out;
+  int threads = 0, verbose = 0, quiet = 0;
+  std::optional<uint64_t> seed;
+  bool force = false, no_verify = false;
+  // concept
+  std::string images, negatives, parent, token;
+  std::vector<std::string> negative_prompts;
+  // DeepFashion2 concept
+  std::string df2, split = "validation";
+  std::optional<int64_t> pair_id;
+  std::optional<int> style;
+  int shots = 3, df2_negatives = 32;
+  // learning overrides
+  std::optional<int> steps, batch, checkpoint_every;
+  std::optional<double> lr, lambda_inv, lambda_cls, lambda_norm;
+  std::optional<std::string> subspace, init_word, cache_dir;
+  // run
+  std::string log, checkpoint, resume;
+  bool keep_checkpoint = false;
+};
+
+token::LearnRequest make_request(const Options& o) {
+  token::LearnRequest r;
+  r.token = o.token;
+  r.parent = o.parent;
+  r.config = o.config.empty() ? token::LearnConfig{} : token::read_learn_config(o.config);
+  token::LearnConfig& c = r.config;
+  if (o.steps) c.steps = *o.steps;
+  if (o.batch) c.batch = *o.batch;
+  if (o.lr) {
+    c.lr = *o.lr;
+    c.subspace_lr = *o.lr;  // --lr sets the rate of whichever parameter is learned
+  }
+  if (o.lambda_inv) c.lambda_inv = *o.lambda_inv;
+  if (o.lambda_cls) c.lambda_cls = *o.lambda_cls;
+  if (o.lambda_norm) c.lambda_norm = *o.lambda_norm;
+  if (o.subspace) c.subspace = *o.subspace;
+  if (o.init_word) c.init_word = *o.init_word;
+  if (o.cache_dir) c.cache_dir = *o.cache_dir;
+  if (o.checkpoint_every) c.checkpoint_every = *o.checkpoint_every;
+  if (o.seed) c.seed = *o.seed;
+  if (!o.negative_prompts.empty()) c.negative_prompts = o.negative_prompts;
+  token::validate(c);
+
+  if (!o.df2.empty()) {
+    if (!o.images.empty()) throw bad_input("give either --images or --df2, not both");
+    if (!o.pair_id || !o.style) throw bad_input("--df2 needs --pair-id and --style");
+    data::Split split = data::read_split(o.df2, o.split);
+    data::ConceptOptions co;  // any concept with user items; select_support checks the shots
+    co.min_user = 1;
+    co.min_shop = 0;
+    auto concepts = data::find_concepts(split, co);
+    const data::Concept& concept_ = data::get_concept(concepts, *o.pair_id, *o.style);
+    const auto support = data::select_support(concept_, o.shots, c.seed);
+    nlohmann::json ids = nlohmann::json::array();
+    for (const auto& s : support) {
+      r.images.push_back({s.image_path, s.box});
+      ids.push_back(s.id());
+    }
+    if (o.df2_negatives > 0 && c.lambda_cls > 0) {
+      for (const auto& n : data::select_negatives(split, concept_, o.df2_negatives, c.seed))
+        r.negatives.push_back({n.image_path, n.box});
+    }
+    if (r.parent.empty()) r.parent = data::query_word(concept_, data::hidden_categories(o.df2));
+    if (r.token.empty()) r.token = "<p" + std::to_string(concept_.pair_id) + "-s" + std::to_string(concept_.style) + ">";
+    r.source = {{"df2", o.df2},         {"split", o.split},       {"pair_id", concept_.pair_id},
+                {"style", concept_.style}, {"shots", o.shots},       {"support", ids},
+                {"category_name", concept_.category_name}, {"negatives", r.negatives.size()}};
+    spdlog::info("concept ({}, {}): {} \"{}\", support {} of {} user crops, {} negatives", concept_.pair_id,
+                 concept_.style, concept_.category_name, r.parent, support.size(), concept_.user.size(),
+                 r.negatives.size());
+  } else {
+    if (o.images.empty()) throw bad_input("give the concept images with --images DIR (or a concept with --df2)");
+    for (const auto& f : data::list_images(o.images)) r.images.push_back({f, std::nullopt});
+    if (!o.negatives.empty()) {
+      for (const auto& f : data::list_images(o.negatives)) r.negatives.push_back({f, std::nullopt});
+    }
+    r.source = {{"images", o.images}, {"negatives", o.negatives}};
+  }
+  if (r.parent.empty()) throw bad_input("--parent is required (the concept's parent word, e.g. dress)");
+  if (r.token.empty()) throw bad_input("--token is required (the token string, e.g. \"<my-dress>\")");
+  return r;
+}
+
+int run(const Options& o) {
+  init_logging(o.verbose - o.quiet);
+  configure_threads(o.threads);
+  if (o.out.empty()) throw bad_input("--out is required (the token file to write)");
+  if (file_exists(o.out) && !o.force) {
+    throw bad_input("the output exists; use --force to overwrite it").file(o.out);
+  }
+  token::LearnRequest request = make_request(o);
+
+  model::BundleOptions bo;
+  bo.dir = o.bundle;
+  bo.device = model::parse_device(o.device);
+  model::check_device(bo.device);
+  bo.verify_sha256 = !o.no_verify;
+  bo.load_image = request.config.lambda_cls > 0;
+  if (request.config.lambda_inv > 0) {
+    const model::Manifest m = model::load_manifest(bo.dir.empty() ? model::default_bundle_dir() : bo.dir);
+    if (!m.diffusion) {
+      throw bad_input("the inversion loss (--lambda-inv " + std::to_string(request.config.lambda_inv) +
+                      ") needs a UNet, and bundle " + m.name +
+                      " has none (no \"diffusion\" section); use --lambda-inv 0 or a bundle with diffusion models")
+          .file(m.path).key("diffusion");
+    }
+    bo.load_diffusion = true;
+  }
+  model::Bundle bundle = model::Bundle::load(bo);
+  spdlog::info("bundle {} ({}), {} concept image(s), {} negative image(s)", bundle.name(), bundle.dir(),
+               request.images.size(), request.negatives.size());
+
+  token::Learner learner(bundle, request);
+  spdlog::info("token prompt \"{}\"; negatives: {}", learner.token_prompts().front(),
+               learner.negative_prompts().empty() ? std::string("none") : [&] {
+                 std::string s;
+                 for (const auto& p : learner.negative_prompts()) s += (s.empty() ? "\"" : ", \"") + p + "\"";
+                 return s;
+               }());
+
+  token::RunOptions ro;
+  ro.checkpoint_path = o.checkpoint.empty() ? o.out + ".ckpt" : o.checkpoint;
+  ro.resume_path = o.resume;
+  ro.keep_checkpoint = o.keep_checkpoint;
+  ro.log_path = o.log;
+  ro.stop = &g_stop;
+  std::signal(SIGINT, on_sigint);
+  token::LearnResult result = token::learn(learner, ro);
+  std::signal(SIGINT, SIG_DFL);
+  if (result.status == token::LearnStatus::kInterrupted) {
+    std::fprintf(stderr, "interrupted after step %d of %d; checkpoint saved to %s\nresume with: --resume %s\n",
+                 result.steps_done, learner.config().steps, result.checkpoint_path.c_str(),
+                 result.checkpoint_path.c_str());
+    return 130;
+  }
+  ensure_parent_dir(o.out);
+  token::write_token_file(o.out, result.token);
+  spdlog::info("wrote {} ({} step(s), {:.1f} s, final loss {:.4f})", o.out, result.steps_done, result.seconds,
+               result.metrics.value("loss", 0.0));
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  CLI::App app{"ctok-learn: learn a custom token from a few images of a concept and its parent word"};
+  app.set_version_flag("--version", std::string("ctok-learn ") + version_string());
+  app.add_option("--images", o.images, "folder of the concept's images");
+  app.add_option("--parent", o.parent, "the parent concept word, e.g. dress (with --df2: the category)");
+  app.add_option("--token", o.token, "the token string, e.g. \"<my-dress>\"");
+  app.add_option("--out", o.out, "token file to write (.safetensors)");
+  app.add_option("--negatives", o.negatives, "folder of other items of the parent (image-side classification loss)");
+  app.add_option("--negative-prompt", o.negative_prompts,
+                 "a negative class prompt (repeatable); replaces the default parent + sibling prompts");
+  app.add_option("--config", o.config, "learning config JSON (configs/learn/default.json); flags override it");
+  app.add_option("--steps", o.steps, "optimisation steps");
+  app.add_option("--lr", o.lr, "AdamW learning rate (of c with the subspace, else of v)");
+  app.add_option("--batch", o.batch, "images per step");
+  app.add_option("--lambda-inv", o.lambda_inv, "weight of the inversion loss (0: classification only)");
+  app.add_option("--lambda-cls", o.lambda_cls, "weight of the classification loss (0: inversion only)");
+  app.add_option("--lambda-norm", o.lambda_norm, "weight of the (|v| - r)^2 norm term");
+  app.add_option("--subspace", o.subspace, "attribute subspace: auto | none | FILE (an attribute JSON)");
+  app.add_option("--init-word", o.init_word, "word whose embedding starts the token (default: the parent)");
+  app.add_option("--log", o.log, "per-step losses as CSV");
+  app.add_option("--checkpoint", o.checkpoint, "checkpoint file (default: OUT.ckpt)");
+  app.add_option("--checkpoint-every", o.checkpoint_every, "steps between checkpoints (0: only on Ctrl-C)");
+  app.add_flag("--keep-checkpoint", o.keep_checkpoint, "keep the checkpoint after a finished run");
+  app.add_option("--resume", o.resume, "continue from a checkpoint of the same bundle, config and images");
+  app.add_option("--cache-dir", o.cache_dir, "on-disk cache of latents and image features");
+  app.add_option("--df2", o.df2, "DeepFashion2-layout root: learn the concept (pair_id, style) from its support set");
+  app.add_option("--split", o.split, "split of --df2")->capture_default_str();
+  app.add_option("--pair-id", o.pair_id, "concept pair_id (with --df2)");
+  app.add_option("--style", o.style, "concept style (with --df2)");
+  app.add_option("--shots", o.shots, "support-set size k (with --df2)")->capture_default_str();
+  app.add_option("--df2-negatives", o.df2_negatives,
+                 "negative crops from other identities of the same category (with --df2; 0: none)")
+      ->capture_default_str();
+  app.add_option("--bundle", o.bundle, "bundle directory (default: $CTOK_BUNDLE or models/default)");
+  app.add_option("--device", o.device, "cpu | cuda | cuda:N")->capture_default_str();
+  app.add_option("--threads", o.threads, "CPU threads (0: all cores)")->capture_default_str();
+  app.add_option("--seed", o.seed, "random seed (default: the config's, 0)");
+  app.add_flag("--force", o.force, "overwrite --out");
+  app.add_flag("--no-verify", o.no_verify, "skip the bundle's sha256 check");
+  app.add_flag("-v,--verbose", o.verbose, "more log output");
+  app.add_flag("-q,--quiet", o.quiet, "warnings only, no progress");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? 0 : 2;
+  }
+  try {
+    return run(o);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "ctok-learn: error: %s\n", e.what());
+    return e.exit_code();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "ctok-learn: error: %s\n", e.what());
+    return 1;
+  }
+}
