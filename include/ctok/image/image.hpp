@@ -53,7 +53,7 @@ struct DecodeOptions {
 };
 
 // Decodes whatever OpenCV reads (JPEG, PNG, WebP, BMP, ...) to RGB. Grayscale is replicated
-// to three channels; EXIF orientation is applied (JPEG). Errors are bad_input naming the
+// to three channels; EXIF orientation is applied (JPEG, PNG, WebP). Errors are bad_input naming the
 // file: unreadable, empty, truncated (JPEG without end-of-image marker, broken PNG), not an image.
 Image decode_file(const std::string& path, const DecodeOptions& options = {});
 Image decode_bytes(const uint8_t* data, std::size_t size, const std::string& origin,
