@@ -249,7 +249,7 @@ class SpatialTransformer(nn.Module):
 class LatentUNet(nn.Module):
     """Small UNet on 8x8 latents, one down/up level, cross-attention in every block."""
 
-    def __init__(self, zc: int = LATENT_CHANNELS, ch: Tuple[int, int] = (48, 96),
+    def __init__(self, zc: int = LATENT_CHANNELS, ch: Tuple[int, int] = (40, 80),
                  context_width: int = 128, temb: int = 256):
         super().__init__()
         c1, c2 = ch
@@ -803,14 +803,21 @@ class Ctx:
     def tokenizer(self) -> Tokenizer:
         return Tokenizer(self.path("tokenizer.model"))
 
-    def clip(self) -> Tuple[TextEncoderWrapper, ImageEncoderWrapper, float]:
+    def clip(self, base_only: bool = False) -> Tuple[TextEncoderWrapper, ImageEncoderWrapper, float]:
         tok = self.tokenizer()
         text = make_text_encoder(tok.vocab_size)
         image = make_image_encoder()
         d = torch.load(self.path("clip.pt"))
         text.load_state_dict(d["text"])
         image.load_state_dict(d["image"])
-        return text.eval(), image.eval(), float(d["logit_scale"])
+        scale = float(d["logit_scale"])
+        if base_only or not os.path.exists(self.path("clip2.pt")):
+            return text.eval(), image.eval(), scale
+        d2 = torch.load(self.path("clip2.pt"))
+        text.projection = make_text_head(text.token_embedding.shape[1], d2["feature_dim"])
+        text.projection.load_state_dict(d2["head"])
+        image.load_state_dict(d2["image"])
+        return text.eval(), image.eval(), float(d2["logit_scale"])
 
     def vae(self) -> Tuple[VaeEncoder, VaeDecoder, float]:
         enc, dec = VaeEncoder(), VaeDecoder()
@@ -939,6 +946,110 @@ def stage_clip(ctx: Ctx) -> dict:
     return res
 
 
+def make_text_head(width: int, feature_dim: int) -> nn.Module:
+    return nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Linear(2 * width, feature_dim))
+
+
+def stage_clip2(ctx: Ctx) -> dict:
+    """Second CLIP phase with the text transformer frozen: a new MLP projection head on the
+    pooled hidden state, and the image encoder, keep training contrastively.
+
+    The text hidden states (the UNet's conditioning) stay exactly those of the first phase,
+    so this can run while the UNet trains; and with the transformer frozen, every caption's
+    pooled state is computed once, which makes a step about twice as cheap.
+    """
+    a = ctx.args
+    tr = ctx.train
+    tok = ctx.tokenizer()
+    text, image, scale0 = ctx.clip(base_only=True)
+    text.requires_grad_(False)
+    seed_all(a.seed + 30)
+    width = int(text.token_embedding.shape[1])
+    head = make_text_head(width, 128)
+    scale = nn.Parameter(torch.tensor(math.log(max(scale0, 10.0))))
+    rng = random.Random(a.seed + 31)
+    caps = tr["cap_text"]
+    uniq = sorted(set(caps))
+    cap_row = {c: i for i, c in enumerate(uniq)}
+    parsed_u = [ctx.space.parse(c) for c in uniq]
+    # synthesised captions: 24 per (category, colour, pattern)
+    per = 24
+    synth, synth_desc = [], []
+    for cat in range(len(CATEGORIES)):
+        for col in range(len(COLOURS)):
+            for pat in range(len(PATTERNS)):
+                for _ in range(per):
+                    t, d = ctx.space.synth((cat, col, pat), rng)
+                    synth.append(t)
+                    synth_desc.append(d)
+    texts = uniq + synth
+    desc_all = torch.tensor(parsed_u + synth_desc)
+    t0 = time.time()
+    pooled = []
+    with torch.no_grad():
+        for i in range(0, len(texts), 512):
+            ids, eos = tok.encode(texts[i:i + 512])
+            h, _ = text(text.token_embedding[ids], eos)
+            pooled.append(h[torch.arange(len(eos)), eos])
+    pooled = torch.cat(pooled)
+    log(f"clip2: {len(texts)} captions pooled in {time.time() - t0:.0f}s")
+    cap_rows = torch.tensor([cap_row[c] for c in caps])
+    opt = torch.optim.AdamW([{"params": list(head.parameters()), "lr": a.clip_lr},
+                             {"params": list(image.parameters()), "lr": a.clip_lr},
+                             {"params": [scale], "lr": a.clip_lr, "weight_decay": 0.0}],
+                            lr=a.clip_lr, weight_decay=0.01)
+    cap_full, cap_crop, cap_attr = tr["cap_full"], tr["cap_crop"], tr["cap_attr"]
+    usable = torch.nonzero((cap_full >= 0) | (cap_crop >= 0)).flatten()
+    gen = torch.Generator().manual_seed(a.seed + 32)
+    B = a.clip_batch
+
+    class Holder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head, self.image, self.scale = head, image, scale
+
+    def step_fn(step: int) -> float:
+        image.train()
+        idx = usable[torch.randint(len(usable), (B,), generator=gen)]
+        use_crop = torch.rand(B, generator=gen) < a.crop_rate
+        use_crop = (use_crop & (cap_crop[idx] >= 0)) | (cap_full[idx] < 0)
+        imgs = torch.where(use_crop[:, None, None, None],
+                           tr["crops"][cap_crop[idx].clamp(min=0)],
+                           tr["full"][cap_full[idx].clamp(min=0)])
+        x = augment(to_pixels(imgs), gen)
+        attr = cap_attr[idx]
+        combo = (attr[:, 0] * len(COLOURS) + attr[:, 1]) * len(PATTERNS) + attr[:, 2]
+        srow = len(uniq) + combo * per + torch.randint(per, (B,), generator=gen)
+        use_synth = torch.rand(B, generator=gen) < a.synth_rate
+        rows = torch.where(use_synth, srow, cap_rows[idx])
+        tf = F.normalize(head(pooled[rows]), dim=-1)
+        imf = F.normalize(image(x), dim=-1)
+        logits = scale.exp().clamp(max=100.0) * imf @ tf.t()
+        match = ctx.space.match(desc_all[rows], attr).float()
+        t_i = match / match.sum(1, keepdim=True)
+        t_t = match.t() / match.t().sum(1, keepdim=True)
+        loss = 0.5 * (-(t_i * logits.log_softmax(1)).sum(1).mean()
+                      - (t_t * logits.t().log_softmax(1)).sum(1).mean())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(head.parameters()) + list(image.parameters()), 2.0)
+        opt.step()
+        return float(loss)
+
+    st = timed_training("clip2", ctx.work, a.clip2_minutes, step_fn, {}, {"m": Holder()}, opt,
+                        a.clip_lr, max_steps=a.max_steps)
+    ls = float(scale.exp().clamp(max=100.0))
+    save_ckpt(ctx.path("clip2.pt"), {"head": head.state_dict(), "image": image.state_dict(),
+                                     "logit_scale": ls, "feature_dim": 128})
+    res = {"steps": st["step"], "batch": B, "seconds": round(st["seconds"], 1),
+           "final_loss": round(float(st["final_loss"]), 4), "logit_scale": round(ls, 3),
+           "frozen": "text transformer (token/position tables, blocks, final LN)"}
+    t2, i2, _ = ctx.clip()
+    res.update(quick_zero_shot(ctx, t2, i2, n=2000))
+    log("clip2:", res)
+    return res
+
+
 def stage_vae(ctx: Ctx) -> dict:
     a = ctx.args
     tr = ctx.train
@@ -1006,7 +1117,7 @@ def stage_unet(ctx: Ctx) -> dict:
     a = ctx.args
     tr = ctx.train
     tok = ctx.tokenizer()
-    text, _, _ = ctx.clip()
+    text, _, _ = ctx.clip(base_only=True)
     enc, _, latent_scale = ctx.vae()
     # Latents of the UNet's training views (both flips), and text states of each caption.
     lat_path = ctx.path("unet_latents.pt")
@@ -1018,22 +1129,26 @@ def stage_unet(ctx: Ctx) -> dict:
         uniq = sorted(set(caps))
         cap_id = {c: i for i, c in enumerate(uniq)}
         hidden = _hidden_for(ctx, text, tok, [""] + uniq)   # row 0: the empty prompt
-        views, view_cap = [], []
+        # Views: shop images (the garment alone) and box crops of user images (the garment
+        # on a background), half each; whole user scenes are left out: on this compute
+        # budget they cost capacity that the asked garment needs.
+        shop_views, user_views = [], []
         for j in range(len(caps)):
             f, c = int(tr["cap_full"][j]), int(tr["cap_crop"][j])
             ci = cap_id[caps[j]] + 1
-            is_shop = bool(tr["crop_shop"][c]) if c >= 0 else False
-            if f >= 0:
-                views.append(("f", f))
-                view_cap.append(ci)
-            if c >= 0 and not is_shop:  # shop crop ~ shop image; user crops add variety
-                views.append(("c", c))
-                view_cap.append(ci)
-        # A fixed random subset (encoding every view would cost minutes the UNet needs).
-        keep = torch.randperm(len(views), generator=torch.Generator().manual_seed(a.seed))
-        keep = keep[: a.unet_views].tolist()
-        views = [views[i] for i in keep]
-        view_cap = [view_cap[i] for i in keep]
+            if c < 0:
+                continue
+            if bool(tr["crop_shop"][c]):
+                if f >= 0:
+                    shop_views.append((("f", f), ci))
+            else:
+                user_views.append((("c", c), ci))
+        g = torch.Generator().manual_seed(a.seed)
+        half = a.unet_views // 2
+        pick = [shop_views[i] for i in torch.randperm(len(shop_views), generator=g)[:half]]
+        pick += [user_views[i] for i in torch.randperm(len(user_views), generator=g)[:half]]
+        views = [v for v, _ in pick]
+        view_cap = [ci for _, ci in pick]
         u8 = torch.stack([tr["full"][i] if k == "f" else tr["crops"][i] for k, i in views])
         lat = []
         with torch.no_grad():
@@ -1254,7 +1369,7 @@ def stage_export(ctx: Ctx, results: dict) -> dict:
                       "scripts/python/ctok_py/train_default.py",
             "seed": a.seed, "options": {k: v for k, v in vars(a).items() if k != "stages"},
             "training": {k: v for k, v in results.items() if k in
-                         ("tokenizer", "clip", "vae", "unet")},
+                         ("tokenizer", "clip", "clip2", "vae", "unet")},
             "metrics": results.get("evaluate", {}).get("metrics", {})}
     m = write_bundle(a.out, "fashionworld-default", text, image, unet, enc, dec, latent_scale,
                      logit_scale, ctx.path("tokenizer.model"), prompts, crops, fulls, raw, card)
@@ -1293,7 +1408,7 @@ def stage_evaluate(ctx: Ctx, results: dict) -> dict:
     log("evaluate:", metrics, f"{time.time() - t0:.0f}s")
     manifest["card"]["metrics"] = metrics
     manifest["card"]["training"] = {k: v for k, v in results.items()
-                                    if k in ("tokenizer", "clip", "vae", "unet")}
+                                    if k in ("tokenizer", "clip", "clip2", "vae", "unet")}
     tmp = os.path.join(out, "bundle.json.tmp")
     with open(tmp, "w") as f:
         json.dump(manifest, f, indent=2)
@@ -1305,7 +1420,7 @@ def stage_evaluate(ctx: Ctx, results: dict) -> dict:
 # ---------------------------------------------------------------------------------------
 # main
 
-STAGES = ["tokenizer", "clip", "vae", "unet", "export", "evaluate"]
+STAGES = ["tokenizer", "clip", "vae", "unet", "clip2", "export", "evaluate"]
 
 
 def parse_args(argv=None):
@@ -1323,6 +1438,8 @@ def parse_args(argv=None):
     p.add_argument("--clip-minutes", type=float, default=20.0)
     p.add_argument("--clip-batch", type=int, default=128)
     p.add_argument("--clip-lr", type=float, default=2e-3)
+    p.add_argument("--clip2-minutes", type=float, default=22.0,
+                   help="second CLIP phase, text transformer frozen (runs beside the UNet)")
     p.add_argument("--crop-rate", type=float, default=0.5, help="box crops vs full images")
     p.add_argument("--synth-rate", type=float, default=0.5, help="synthesised captions")
     p.add_argument("--vae-minutes", type=float, default=4.0)
@@ -1330,7 +1447,7 @@ def parse_args(argv=None):
     p.add_argument("--vae-lr", type=float, default=2e-3)
     p.add_argument("--vae-kl", type=float, default=1e-3)
     p.add_argument("--unet-minutes", type=float, default=30.0)
-    p.add_argument("--unet-batch", type=int, default=96)
+    p.add_argument("--unet-batch", type=int, default=64)
     p.add_argument("--unet-views", type=int, default=30000, help="images encoded for the UNet")
     p.add_argument("--unet-lr", type=float, default=2e-3)
     p.add_argument("--ema", type=float, default=0.995)
@@ -1351,7 +1468,15 @@ def main(argv=None) -> int:
     log("args:", vars(a))
     ctx = Ctx(a)
     res_path = ctx.path("results.json")
-    results = json.load(open(res_path)) if os.path.exists(res_path) else {}
+    results = {}
+    if os.path.exists(res_path):
+        with open(res_path) as f:
+            results = json.load(f)
+    for stage in STAGES:  # per-stage files win: stages may run in parallel processes
+        p = ctx.path(f"result_{stage}.json")
+        if os.path.exists(p):
+            with open(p) as f:
+                results[stage] = json.load(f)
     redo = set(s for s in a.redo.split(",") if s)
     for stage in [s for s in a.stages.split(",") if s]:
         if stage not in STAGES:
@@ -1369,12 +1494,16 @@ def main(argv=None) -> int:
             r = stage_vae(ctx)
         elif stage == "unet":
             r = stage_unet(ctx)
+        elif stage == "clip2":
+            r = stage_clip2(ctx)
         elif stage == "export":
             r = stage_export(ctx, results)
         else:
             r = stage_evaluate(ctx, results)
         r["wall_seconds"] = round(time.time() - t0, 1)
         results[stage] = r
+        with open(ctx.path(f"result_{stage}.json"), "w") as f:
+            json.dump(r, f, indent=1)
         with open(res_path + ".tmp", "w") as f:
             json.dump(results, f, indent=1)
         os.replace(res_path + ".tmp", res_path)
@@ -1404,8 +1533,9 @@ def write_docs(a, results: dict) -> None:
              f"| tokenizer | SentencePiece unigram, {tr['tokenizer'].get('vocab_size')} pieces, "
              "every caption and prompt word one piece (`▁word` user symbols), pad 0 bos 1 eos 2 "
              "unk 3, context 16 |",
-             "| text encoder | causal transformer, width 128, 4 layers, 4 heads, final LN, "
-             "projection to 128; pooled at the eos index |",
+             "| text encoder | causal transformer, width 128, 4 layers, 4 heads, final LN "
+             "(`hidden`); `features` = MLP head (128-256-128, GELU) on the state at the eos "
+             "index |",
              "| image encoder | 7-layer conv net (24-48-96-192, BN) on 32x32, mean+max pool, MLP "
              "to 128 |",
              "| VAE | conv, 32x32x3 -> 8x8x4, latents scaled to unit variance "
@@ -1423,10 +1553,18 @@ def write_docs(a, results: dict) -> None:
              "categories are only ever named by their parent word. A caption counts as a "
              "positive for every image in the batch whose attributes it fits (soft targets), "
              "so repeated captions are not negatives.", "",
+             "CLIP was trained in two phases. Phase 1 (`clip`) trains both towers from "
+             "scratch. Phase 2 (`clip2`) freezes the text transformer (token and position "
+             "tables, blocks, final layer norm), puts a fresh MLP head on the pooled state and "
+             "keeps training it with the image encoder, beside the UNet in a second process: "
+             "the UNet's conditioning (`hidden`) is unchanged by phase 2, every caption's "
+             "pooled state is computed once, and a step costs about half. On the shared "
+             "2-core machine phase 1 alone learned colour but not yet category in its "
+             "budget (see its validation numbers in the card, `card.training.clip`).", "",
              "## Training (this run)", "",
              "| stage | steps | batch | seconds | final loss |", "| --- | --- | --- | --- | --- |"]
-    for k in ("clip", "vae", "unet"):
-        r = tr[k]
+    for k in ("clip", "clip2", "vae", "unet"):
+        r = results.get(k, {})
         lines.append(f"| {k} | {r.get('steps')} | {r.get('batch')} | {r.get('wall_seconds')} | "
                      f"{r.get('final_loss')} |")
     lines += ["", f"Bundle size: {tr['export'].get('bytes')} bytes.", "",
