@@ -69,9 +69,10 @@ HIDDEN = {"sneaker": "shoe", "shirt": "top"}
 SIBLINGS = {"shoe": ["sandal", "ankle boot"], "top": ["t-shirt", "pullover", "coat"]}
 
 
-def items(data, split, source=None):
+def items(data, split, source=None, limit=0):
     out = []
-    for p in sorted(glob.glob(os.path.join(data, split, "annos", "*.json"))):
+    files = sorted(glob.glob(os.path.join(data, split, "annos", "*.json")))
+    for p in files[-limit:] if limit else files:
         a = json.load(open(p))
         if source and a["source"] != source:
             continue
@@ -91,7 +92,7 @@ def select(data, category, seed, shots, out_dir, n_neg=16):
     for it in train:
         if it["category"] == category:
             by_pair.setdefault(it["pair_id"], []).append(it)
-    pairs = sorted(by_pair)
+    pairs = sorted(p for p in by_pair if p <= 5000)  # identities above 5000: the tuning set
     chosen = [by_pair[p][rng.integers(len(by_pair[p]))] for p in rng.choice(pairs, shots, replace=False)]
     sib = [it for it in train if it["category"] in SIBLINGS[HIDDEN[category]]]
     negs = [sib[i] for i in rng.choice(len(sib), n_neg, replace=False)]
@@ -150,7 +151,7 @@ def read_token(path):
     return name, torch.from_numpy(v.copy())[0], meta
 
 
-def image_features(bundle, data, cache):
+def image_features(bundle, data, cache, split="validation", limit=0):
     if os.path.exists(cache):
         z = np.load(cache, allow_pickle=True)
         return z["feats"], list(z["cats"])
@@ -158,7 +159,7 @@ def image_features(bundle, data, cache):
     enc = torch.jit.load(os.path.join(bundle.path, m["file"])).eval()
     S = m["size"]
     mean, std = np.array(m["mean"], np.float32), np.array(m["std"], np.float32)
-    its = items(data, "validation")
+    its = items(data, split, limit=limit)
     feats = []
     for i in range(0, len(its), 512):
         px = []
@@ -186,10 +187,11 @@ def article(w):
     return "an" if w[0] in "aeiou" else "a"
 
 
-def evaluate(bundle_dir, data, token_path, hidden, cache):
-    """Zero-shot accuracy; token_path '' gives the parent-prompt baseline."""
+def evaluate(bundle_dir, data, token_path, hidden, cache, split="validation", limit=0):
+    """Zero-shot accuracy; token_path '' gives the parent-prompt baseline. Tuning uses the
+    last `limit` train images (identities the selection rarely draws: 5 of ~600 per category)."""
     b = Bundle(bundle_dir)
-    feats, cats = image_features(b, data, cache)
+    feats, cats = image_features(b, data, cache, split, limit)
     parent = HIDDEN[hidden]
     other = [h for h in HIDDEN if h != hidden]
     classes = [c for c in json.load(open(os.path.join(data, "world.json")))["categories"]]
@@ -266,7 +268,9 @@ if __name__ == "__main__":
     if cmd == "select":
         select(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6])
     elif cmd == "eval":
-        print(json.dumps(evaluate(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6])))
+        extra = sys.argv[7:]
+        print(json.dumps(evaluate(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6],
+                                  extra[0] if extra else "validation", int(extra[1]) if len(extra) > 1 else 0)))
     elif cmd == "render":
         render(sys.argv[2], json.loads(sys.argv[4]), sys.argv[3])
 PYEOF

@@ -14,6 +14,7 @@
 #include <iostream>
 #include <optional>
 
+#include "common/tool.hpp"
 #include "ctok/core/error.hpp"
 #include "ctok/core/fs.hpp"
 #include "ctok/core/log.hpp"
@@ -37,10 +38,8 @@ extern "C" void on_sigint(int) {
 }
 
 struct Options {
-  // common
-  std::string bundle, device = "cpu", config, out;
-  int threads = 0, verbose = 0, quiet = 0;
-  std::optional<uint64_t> seed;
+  tool::CommonOptions common;  // --bundle --device --threads --seed --config -v -q
+  std::string out;
   bool force = false, no_verify = false;
   // concept
   std::string images, negatives, parent, token;
@@ -63,7 +62,7 @@ token::LearnRequest make_request(const Options& o) {
   token::LearnRequest r;
   r.token = o.token;
   r.parent = o.parent;
-  r.config = o.config.empty() ? token::LearnConfig{} : token::read_learn_config(o.config);
+  r.config = o.common.config.empty() ? token::LearnConfig{} : token::read_learn_config(o.common.config);
   token::LearnConfig& c = r.config;
   if (o.steps) c.steps = *o.steps;
   if (o.batch) c.batch = *o.batch;
@@ -78,7 +77,7 @@ token::LearnRequest make_request(const Options& o) {
   if (o.init_word) c.init_word = *o.init_word;
   if (o.cache_dir) c.cache_dir = *o.cache_dir;
   if (o.checkpoint_every) c.checkpoint_every = *o.checkpoint_every;
-  if (o.seed) c.seed = *o.seed;
+  if (o.common.seed) c.seed = *o.common.seed;
   if (!o.negative_prompts.empty()) c.negative_prompts = o.negative_prompts;
   token::validate(c);
 
@@ -123,17 +122,12 @@ token::LearnRequest make_request(const Options& o) {
 }
 
 int run(const Options& o) {
-  init_logging(o.verbose - o.quiet);
-  configure_threads(o.threads);
-  if (o.out.empty()) throw bad_input("--out is required (the token file to write)");
-  if (file_exists(o.out) && !o.force) {
-    throw bad_input("the output exists; use --force to overwrite it").file(o.out);
-  }
+  tool::check_overwrite(o.out, o.force);
   token::LearnRequest request = make_request(o);
 
   model::BundleOptions bo;
-  bo.dir = o.bundle;
-  bo.device = model::parse_device(o.device);
+  bo.dir = o.common.bundle;
+  bo.device = model::parse_device(o.common.device);
   model::check_device(bo.device);
   bo.verify_sha256 = !o.no_verify;
   bo.load_image = request.config.lambda_cls > 0;
@@ -184,60 +178,45 @@ int run(const Options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  Options o;
-  CLI::App app{"ctok-learn: learn a custom token from a few images of a concept and its parent word"};
-  app.set_version_flag("--version", std::string("ctok-learn ") + version_string());
-  app.add_option("--images", o.images, "folder of the concept's images");
-  app.add_option("--parent", o.parent, "the parent concept word, e.g. dress (with --df2: the category)");
-  app.add_option("--token", o.token, "the token string, e.g. \"<my-dress>\"");
-  app.add_option("--out", o.out, "token file to write (.safetensors)");
-  app.add_option("--negatives", o.negatives, "folder of other items of the parent (image-side classification loss)");
-  app.add_option("--negative-prompt", o.negative_prompts,
-                 "a negative class prompt (repeatable); replaces the default parent + sibling prompts");
-  app.add_option("--config", o.config, "learning config JSON (configs/learn/default.json); flags override it");
-  app.add_option("--steps", o.steps, "optimisation steps");
-  app.add_option("--lr", o.lr, "AdamW learning rate (of c with the subspace, else of v)");
-  app.add_option("--batch", o.batch, "images per step");
-  app.add_option("--lambda-inv", o.lambda_inv, "weight of the inversion loss (0: classification only)");
-  app.add_option("--lambda-cls", o.lambda_cls, "weight of the classification loss (0: inversion only)");
-  app.add_option("--lambda-norm", o.lambda_norm, "weight of the (|v| - r)^2 norm term");
-  app.add_option("--subspace", o.subspace, "attribute subspace: auto | none | FILE (an attribute JSON)");
-  app.add_option("--init-word", o.init_word, "word whose embedding starts the token (default: the parent)");
-  app.add_option("--log", o.log, "per-step losses as CSV");
-  app.add_option("--checkpoint", o.checkpoint, "checkpoint file (default: OUT.ckpt)");
-  app.add_option("--checkpoint-every", o.checkpoint_every, "steps between checkpoints (0: only on Ctrl-C)");
-  app.add_flag("--keep-checkpoint", o.keep_checkpoint, "keep the checkpoint after a finished run");
-  app.add_option("--resume", o.resume, "continue from a checkpoint of the same bundle, config and images");
-  app.add_option("--cache-dir", o.cache_dir, "on-disk cache of latents and image features");
-  app.add_option("--df2", o.df2, "DeepFashion2-layout root: learn the concept (pair_id, style) from its support set");
-  app.add_option("--split", o.split, "split of --df2")->capture_default_str();
-  app.add_option("--pair-id", o.pair_id, "concept pair_id (with --df2)");
-  app.add_option("--style", o.style, "concept style (with --df2)");
-  app.add_option("--shots", o.shots, "support-set size k (with --df2)")->capture_default_str();
-  app.add_option("--df2-negatives", o.df2_negatives,
-                 "negative crops from other identities of the same category (with --df2; 0: none)")
-      ->capture_default_str();
-  app.add_option("--bundle", o.bundle, "bundle directory (default: $CTOK_BUNDLE or models/default)");
-  app.add_option("--device", o.device, "cpu | cuda | cuda:N")->capture_default_str();
-  app.add_option("--threads", o.threads, "CPU threads (0: all cores)")->capture_default_str();
-  app.add_option("--seed", o.seed, "random seed (default: the config's, 0)");
-  app.add_flag("--force", o.force, "overwrite --out");
-  app.add_flag("--no-verify", o.no_verify, "skip the bundle's sha256 check");
-  app.add_flag("-v,--verbose", o.verbose, "more log output");
-  app.add_flag("-q,--quiet", o.quiet, "warnings only, no progress");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    const int rc = app.exit(e);
-    return rc == 0 ? 0 : 2;
-  }
-  try {
+  return tool::run_tool(argc, argv, "Learn a custom token from a few images of a concept and its parent word.",
+                        [&](CLI::App& app) {
+    Options o;
+    tool::add_common_options(app, o.common);
+    app.add_option("--images", o.images, "folder of the concept's images")->type_name("DIR");
+    app.add_option("--parent", o.parent, "the parent concept word, e.g. dress (with --df2: default the category)");
+    app.add_option("--token", o.token, "the token string, e.g. \"<my-dress>\"");
+    app.add_option("--out", o.out, "token file to write (.safetensors)")->required()->type_name("FILE");
+    app.add_flag("--force", o.force, "overwrite --out");
+    app.add_option("--negatives", o.negatives, "folder of other items of the parent (image-side classification loss)")
+        ->type_name("DIR");
+    app.add_option("--negative-prompt", o.negative_prompts,
+                   "a negative class prompt (repeatable); replaces the default parent + sibling prompts");
+    app.add_option("--steps", o.steps, "optimisation steps (default 300)");
+    app.add_option("--lr", o.lr, "AdamW learning rate (of c with the subspace, else of v)");
+    app.add_option("--batch", o.batch, "images per step (default 4)");
+    app.add_option("--lambda-inv", o.lambda_inv, "weight of the inversion loss (0: classification only)");
+    app.add_option("--lambda-cls", o.lambda_cls, "weight of the classification loss (0: inversion only)");
+    app.add_option("--lambda-norm", o.lambda_norm, "weight of the (|v| - r)^2 norm term");
+    app.add_option("--subspace", o.subspace, "attribute subspace: auto | none | FILE (an attribute JSON)");
+    app.add_option("--init-word", o.init_word, "word whose embedding starts the token (default: the parent)");
+    app.add_option("--log", o.log, "per-step losses as CSV")->type_name("FILE");
+    app.add_option("--checkpoint", o.checkpoint, "checkpoint file (default: OUT.ckpt)")->type_name("FILE");
+    app.add_option("--checkpoint-every", o.checkpoint_every, "steps between checkpoints (0: only on Ctrl-C)");
+    app.add_flag("--keep-checkpoint", o.keep_checkpoint, "keep the checkpoint after a finished run");
+    app.add_option("--resume", o.resume, "continue from a checkpoint of the same bundle, config and images")
+        ->type_name("FILE");
+    app.add_option("--cache-dir", o.cache_dir, "on-disk cache of latents and image features")->type_name("DIR");
+    app.add_option("--df2", o.df2, "DeepFashion2-layout root: learn the concept (pair_id, style) from its support set")
+        ->type_name("ROOT");
+    app.add_option("--split", o.split, "split of --df2")->capture_default_str();
+    app.add_option("--pair-id", o.pair_id, "concept pair_id (with --df2)");
+    app.add_option("--style", o.style, "concept style (with --df2)");
+    app.add_option("--shots", o.shots, "support-set size k (with --df2)")->capture_default_str();
+    app.add_option("--df2-negatives", o.df2_negatives,
+                   "negative crops from other identities of the same category (with --df2; 0: none)")
+        ->capture_default_str();
+    app.add_flag("--no-verify", o.no_verify, "skip the bundle's sha256 check");
+    tool::parse(app, argc, argv, o.common);
     return run(o);
-  } catch (const Error& e) {
-    std::fprintf(stderr, "ctok-learn: error: %s\n", e.what());
-    return e.exit_code();
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "ctok-learn: error: %s\n", e.what());
-    return 1;
-  }
+  });
 }

@@ -43,7 +43,7 @@ std::vector<std::string> list_images(const std::string& dir) {
     if (others.empty()) {
       listing = "the folder is empty";
     } else {
-      listing = "found " + std::to_string(others.size()) + " other entr" + (others.size() == 1 ? "y" : "ies") + ": ";
+      listing = std::to_string(others.size()) + " other entr" + (others.size() == 1 ? "y" : "ies") + ": ";
       for (std::size_t i = 0; i < others.size() && i < 20; ++i) listing += (i ? ", " : "") + others[i];
       if (others.size() > 20) listing += ", ...";
     }

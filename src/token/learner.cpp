@@ -185,8 +185,8 @@ void Learner::Impl::setup() {
   adam_m = torch::zeros_like(param);
   adam_v = torch::zeros_like(param);
 
+  setup_images();  // first: an unusable image set is the likelier mistake
   setup_prompts();
-  setup_images();
 }
 
 void Learner::Impl::setup_prompts() {
