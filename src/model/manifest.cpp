@@ -250,7 +250,9 @@ Manifest parse_manifest(const Json& j, const std::string& dir, const std::string
     m.image.file = s.file("file");
     m.image.size = s.positive("size");
     const std::string bicubic = "bicubic", center = "center";
-    m.image.resize = s.one_of("resize", {"bicubic", "bilinear"}, &bicubic);
+    // Only what the image pipeline implements (PIL-exact bicubic); anything else would be
+    // silently preprocessed differently from how the exporter trained or measured.
+    m.image.resize = s.one_of("resize", {"bicubic"}, &bicubic);
     m.image.crop = s.one_of("crop", {"center"}, &center);
     m.image.mean = triple(s, "mean", false);
     m.image.std = triple(s, "std", true);

@@ -225,6 +225,19 @@ TEST(Json, DuplicateKeysRejected) {
   EXPECT_NO_THROW(ctok::json::parse_string(R"({"a": {"x": 1}, "b": {"x": 2}})", "cfg.json"));
 }
 
+TEST(Json, DeepNestingAndHugeNumbersAreBadInput) {
+  // A crafted file must not overflow the stack in later recursive code (dump, copies).
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  ctok::Error e = catch_error([&] { ctok::json::parse_string(deep, "deep.json"); });
+  EXPECT_EQ(e.kind(), ctok::ErrorKind::kBadInput);
+  EXPECT_NE(std::string(e.what()).find("deep.json"), std::string::npos) << e.what();
+  EXPECT_NE(std::string(e.what()).find("nested too deeply"), std::string::npos) << e.what();
+  EXPECT_NO_THROW(ctok::json::parse_string(std::string(200, '[') + std::string(200, ']'), "ok.json"));
+  e = catch_error([&] { ctok::json::parse_string(R"({"x": 1e400})", "num.json"); });
+  EXPECT_EQ(e.kind(), ctok::ErrorKind::kBadInput);
+  EXPECT_NE(std::string(e.what()).find("num.json"), std::string::npos) << e.what();
+}
+
 TEST(Json, RequireAndOptional) {
   auto j = ctok::json::parse_string(
       R"({"steps": 100, "lr": 0.5, "name": "x", "on": true, "words": ["a", "b"], "n": 3.0, "big": 5000000000,

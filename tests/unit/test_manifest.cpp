@@ -183,6 +183,9 @@ TEST_F(ManifestTest, BadValuesRejected) {
   json_["sha256"]["unet.pt"] = "abc";
   EXPECT_NE(load_error().find("sha256.unet.pt"), std::string::npos);
   reset();
+  json_["image"]["resize"] = "bilinear";  // not implemented by the image pipeline
+  EXPECT_NE(load_error().find("image.resize"), std::string::npos);
+  reset();
   json_["logit_scale"] = -1;
   EXPECT_NE(load_error().find("logit_scale"), std::string::npos);
 }

@@ -242,6 +242,13 @@ static std::vector<CorruptCase> corrupt_cases() {
                "belong to no tensor"});
   c.push_back({"metadata non-string", raw(h(R"("__metadata__":{"format":1})"), {}), "must be strings"});
   c.push_back({"metadata not object", raw(h(R"("__metadata__":["a"])"), {}), "must be an object"});
+  c.push_back({"deeply nested shape",
+               raw(h(R"("a":{"dtype":"F32","shape":)" + std::string(50000, '[') + std::string(50000, ']') +
+                     R"(,"data_offsets":[0,8]})"),
+                   d8),
+               "nested too deeply"});
+  c.push_back({"number overflow", raw(h(R"("a":{"dtype":"F32","shape":[1e400],"data_offsets":[0,8]})"), d8),
+               "invalid JSON"});
   c.push_back({"duplicate tensor",
                raw(h(R"("a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]})"),
                    d8),

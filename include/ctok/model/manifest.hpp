@@ -48,7 +48,7 @@ struct TextSpec {
 struct ImageSpec {
   std::string file;                          // TorchScript image encoder
   int64_t size = 0;                          // input side in pixels
-  std::string resize = "bicubic";            // "bicubic" | "bilinear"
+  std::string resize = "bicubic";            // "bicubic" (PIL-style, antialiased)
   std::string crop = "center";               // "center"
   std::array<double, 3> mean{0.5, 0.5, 0.5};  // per-channel normalisation
   std::array<double, 3> std{0.5, 0.5, 0.5};
