@@ -4,8 +4,8 @@
 //   build/bin/bench_image [--count-small 2000] [--count-large 200] [--size 224] [--repeats 3]
 #include <algorithm>
 #include <chrono>
-#include <ctime>
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -47,9 +47,10 @@ std::vector<LoadRequest> make_files(const fs::path& dir, int w, int h, int count
   std::vector<LoadRequest> requests;
   for (int i = 0; i < count; ++i) {
     const std::vector<uint8_t> jpeg = encode_jpeg(synthetic(w, h, static_cast<unsigned>(i)), 90);
-    const fs::path path = dir / (std::to_string(w) + "x" + std::to_string(h) + "_" + std::to_string(i) + ".jpg");
-    std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(jpeg.data()),
-                                                static_cast<std::streamsize>(jpeg.size()));
+    const fs::path path =
+        dir / (std::to_string(w) + "x" + std::to_string(h) + "_" + std::to_string(i) + ".jpg");
+    std::ofstream(path, std::ios::binary)
+        .write(reinterpret_cast<const char*>(jpeg.data()), static_cast<std::streamsize>(jpeg.size()));
     // A box that trims 5% on each side, as a dataset's bounding box would; alternate flips.
     LoadRequest r{path.string(), Box{w / 20, h / 20, w - w / 20, h - h / 20}, i % 2 == 1};
     requests.push_back(r);
@@ -103,18 +104,23 @@ int main(int argc, char** argv) {
     sets.push_back({"64x64 JPEG", make_files(dir, 64, 64, count_small)});
     sets.push_back({"640x480 JPEG", make_files(dir, 640, 480, count_large)});
 
-    std::printf("decode + crop (90%% box) + hflip (every other) + resize + centre crop %d + normalise\n", size);
-    std::printf("cores: %d, best of %d runs; CPU ms/image is process CPU time (all threads) per image,\n"
-                "which a busy machine does not inflate as much as wall-clock throughput\n\n",
-                cores, repeats);
-    std::printf("| %-13s | %6s | %12s | %12s | %7s | %14s | %14s |\n", "input", "images", "1 thread", "all cores",
-                "speedup", "CPU ms/img (1)", "CPU ms/img (N)");
-    std::printf("|---------------|--------|--------------|--------------|---------|----------------|----------------|\n");
+    std::printf("decode + crop (90%% box) + hflip (every other) + resize + centre crop %d + normalise\n",
+                size);
+    std::printf(
+        "cores: %d, best of %d runs; CPU ms/image is process CPU time (all threads) per image,\n"
+        "which a busy machine does not inflate as much as wall-clock throughput\n\n",
+        cores, repeats);
+    std::printf("| %-13s | %6s | %12s | %12s | %7s | %14s | %14s |\n", "input", "images", "1 thread",
+                "all cores", "speedup", "CPU ms/img (1)", "CPU ms/img (N)");
+    std::printf(
+        "|---------------|--------|--------------|--------------|---------|----------------|----------------|"
+        "\n");
     for (const Set& s : sets) {
       const Result one = measure(s.requests, 1, size, repeats);
       const Result all = measure(s.requests, cores, size, repeats);
-      std::printf("| %-13s | %6zu | %8.0f /s  | %8.0f /s  | %6.2fx | %14.2f | %14.2f |\n", s.name, s.requests.size(),
-                  one.per_second, all.per_second, all.per_second / one.per_second, one.cpu_ms, all.cpu_ms);
+      std::printf("| %-13s | %6zu | %8.0f /s  | %8.0f /s  | %6.2fx | %14.2f | %14.2f |\n", s.name,
+                  s.requests.size(), one.per_second, all.per_second, all.per_second / one.per_second,
+                  one.cpu_ms, all.cpu_ms);
     }
     std::error_code ec;
     fs::remove_all(dir, ec);

@@ -41,9 +41,11 @@ std::string message_of(const std::exception_ptr& error) {
 
 std::vector<FloatImage> load_batch(const std::vector<LoadRequest>& requests, const LoadOptions& options,
                                    std::vector<LoadFailure>* failures) {
-  if (options.threads < 0) throw bad_input("load_batch: threads must be >= 0").found(std::to_string(options.threads));
+  if (options.threads < 0)
+    throw bad_input("load_batch: threads must be >= 0").found(std::to_string(options.threads));
   if (options.preprocess.size <= 0)
-    throw bad_input("load_batch: preprocess size must be positive").found(std::to_string(options.preprocess.size));
+    throw bad_input("load_batch: preprocess size must be positive")
+        .found(std::to_string(options.preprocess.size));
   if (failures) failures->clear();
   const std::size_t n = requests.size();
   std::vector<FloatImage> out(n);

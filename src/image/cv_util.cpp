@@ -53,7 +53,8 @@ Image from_mat(const cv::Mat& mat, bool composite_white) {
         } else {
           // round(c * a / 255 + 255 * (1 - a / 255)) in integers.
           const int a = p[3];
-          for (int c = 0; c < 3; ++c) dst[c] = static_cast<uint8_t>((p[2 - c] * a + 255 * (255 - a) + 127) / 255);
+          for (int c = 0; c < 3; ++c)
+            dst[c] = static_cast<uint8_t>((p[2 - c] * a + 255 * (255 - a) + 127) / 255);
         }
       }
     }

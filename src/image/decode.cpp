@@ -16,7 +16,9 @@
 namespace ctok::image {
 namespace {
 
-bool is_jpeg(const uint8_t* d, std::size_t n) { return n >= 3 && d[0] == 0xFF && d[1] == 0xD8 && d[2] == 0xFF; }
+bool is_jpeg(const uint8_t* d, std::size_t n) {
+  return n >= 3 && d[0] == 0xFF && d[1] == 0xD8 && d[2] == 0xFF;
+}
 
 // libjpeg (and so OpenCV) silently fills a JPEG cut short with grey and returns an image.
 // Walk the marker segments and entropy-coded scans and require the end-of-image marker,
@@ -34,7 +36,7 @@ bool jpeg_is_complete(const uint8_t* d, std::size_t n) {
       continue;
     }
     i += 2;
-    if (m == 0xD9) return true;                                  // EOI
+    if (m == 0xD9) return true;                                        // EOI
     if (m == 0x00 || m == 0x01 || (m >= 0xD0 && m <= 0xD7)) continue;  // no length field
     if (i + 2 > n) return false;
     const std::size_t len = (static_cast<std::size_t>(d[i]) << 8) | d[i + 1];
@@ -78,7 +80,8 @@ std::vector<uint8_t> read_image_file(const std::string& path) {
 
 }  // namespace
 
-Image decode_bytes(const uint8_t* data, std::size_t size, const std::string& origin, const DecodeOptions& options) {
+Image decode_bytes(const uint8_t* data, std::size_t size, const std::string& origin,
+                   const DecodeOptions& options) {
   if (size == 0 || data == nullptr) throw bad_input("empty file, not an image").file(origin);
   const bool jpeg = is_jpeg(data, size);
   if (jpeg && !jpeg_is_complete(data, size))
@@ -87,7 +90,8 @@ Image decode_bytes(const uint8_t* data, std::size_t size, const std::string& ori
   // plain path. OpenCV's own EXIF handling is off in both; we apply the orientation
   // ourselves so that every format and alpha mode behave the same (exif.cpp).
   const bool want_alpha = options.alpha == Alpha::kCompositeWhite && !jpeg;
-  if (size > static_cast<std::size_t>(INT32_MAX)) throw bad_input("file too large to decode (over 2 GiB)").file(origin);
+  if (size > static_cast<std::size_t>(INT32_MAX))
+    throw bad_input("file too large to decode (over 2 GiB)").file(origin);
   const cv::Mat buffer(1, static_cast<int>(size), CV_8U, const_cast<uint8_t*>(data));
   try {
     cv::Mat mat;
@@ -102,7 +106,8 @@ Image decode_bytes(const uint8_t* data, std::size_t size, const std::string& ori
         }
         mat = m8;
       }
-      if (!mat.empty() && (mat.depth() != CV_8U || mat.channels() == 2)) mat.release();  // odd format: plain path
+      if (!mat.empty() && (mat.depth() != CV_8U || mat.channels() == 2))
+        mat.release();  // odd format: plain path
     }
     if (mat.empty()) mat = cv::imdecode(buffer, cv::IMREAD_COLOR | cv::IMREAD_IGNORE_ORIENTATION);
     if (mat.empty())

@@ -32,7 +32,8 @@ std::vector<uint8_t> encode_png(const Image& image) {
 
 std::vector<uint8_t> encode_jpeg(const Image& image, int quality) {
   detail::check_image(image, "encode_jpeg");
-  if (quality < 1 || quality > 100) throw bad_input("encode_jpeg: quality must be 1..100").found(std::to_string(quality));
+  if (quality < 1 || quality > 100)
+    throw bad_input("encode_jpeg: quality must be 1..100").found(std::to_string(quality));
   return encode(image, ".jpg", {cv::IMWRITE_JPEG_QUALITY, quality});
 }
 

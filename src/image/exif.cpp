@@ -10,17 +10,24 @@
 namespace ctok::image::detail {
 namespace {
 
-uint32_t be32(const uint8_t* p) { return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | p[3]; }
-uint32_t le32(const uint8_t* p) { return (uint32_t(p[3]) << 24) | (uint32_t(p[2]) << 16) | (uint32_t(p[1]) << 8) | p[0]; }
+uint32_t be32(const uint8_t* p) {
+  return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | p[3];
+}
+uint32_t le32(const uint8_t* p) {
+  return (uint32_t(p[3]) << 24) | (uint32_t(p[2]) << 16) | (uint32_t(p[1]) << 8) | p[0];
+}
 
 // TIFF structure (optionally after "Exif\0\0"): IFD0's tag 0x0112 (SHORT).
 int orientation_from_tiff(const uint8_t* d, std::size_t n) {
   if (n >= 6 && std::memcmp(d, "Exif\0\0", 6) == 0) d += 6, n -= 6;
   if (n < 8) return 1;
   bool little;
-  if (d[0] == 'I' && d[1] == 'I') little = true;
-  else if (d[0] == 'M' && d[1] == 'M') little = false;
-  else return 1;
+  if (d[0] == 'I' && d[1] == 'I')
+    little = true;
+  else if (d[0] == 'M' && d[1] == 'M')
+    little = false;
+  else
+    return 1;
   auto u16 = [&](std::size_t off) -> uint32_t {
     return little ? (uint32_t(d[off + 1]) << 8 | d[off]) : (uint32_t(d[off]) << 8 | d[off + 1]);
   };
@@ -91,7 +98,8 @@ int webp_orientation(const uint8_t* d, std::size_t n) {
 int exif_orientation(const uint8_t* d, std::size_t n) {
   if (n >= 4 && d[0] == 0xFF && d[1] == 0xD8) return jpeg_orientation(d, n);
   if (n >= 8 && std::memcmp(d, "\x89PNG\r\n\x1a\n", 8) == 0) return png_orientation(d, n);
-  if (n >= 12 && std::memcmp(d, "RIFF", 4) == 0 && std::memcmp(d + 8, "WEBP", 4) == 0) return webp_orientation(d, n);
+  if (n >= 12 && std::memcmp(d, "RIFF", 4) == 0 && std::memcmp(d + 8, "WEBP", 4) == 0)
+    return webp_orientation(d, n);
   return 1;
 }
 
@@ -109,13 +117,27 @@ Image apply_orientation(const Image& in, int orientation) {
       // and Pillow's ImageOps.exif_transpose.
       int sx, sy;
       switch (orientation) {
-        case 2: sx = W - 1 - x, sy = y; break;              // mirror horizontal
-        case 3: sx = W - 1 - x, sy = H - 1 - y; break;      // rotate 180
-        case 4: sx = x, sy = H - 1 - y; break;              // mirror vertical
-        case 5: sx = y, sy = x; break;                      // transpose
-        case 6: sx = y, sy = W - 1 - x; break;              // rotate 90 clockwise
-        case 7: sx = H - 1 - y, sy = W - 1 - x; break;      // transverse
-        default: sx = H - 1 - y, sy = x; break;             // 8: rotate 90 counter-clockwise
+        case 2:
+          sx = W - 1 - x, sy = y;
+          break;  // mirror horizontal
+        case 3:
+          sx = W - 1 - x, sy = H - 1 - y;
+          break;  // rotate 180
+        case 4:
+          sx = x, sy = H - 1 - y;
+          break;  // mirror vertical
+        case 5:
+          sx = y, sy = x;
+          break;  // transpose
+        case 6:
+          sx = y, sy = W - 1 - x;
+          break;  // rotate 90 clockwise
+        case 7:
+          sx = H - 1 - y, sy = W - 1 - x;
+          break;  // transverse
+        default:
+          sx = H - 1 - y, sy = x;
+          break;  // 8: rotate 90 counter-clockwise
       }
       std::memcpy(&out.rgb[(std::size_t(y) * W + x) * 3], &in.rgb[(std::size_t(sy) * in.width + sx) * 3], 3);
     }

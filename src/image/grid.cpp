@@ -25,9 +25,7 @@ int line_height(double scale) {
   return s.height + baseline;
 }
 
-double scale_for_height(double px) {
-  return std::max(kMinScale, px / line_height(1.0));
-}
+double scale_for_height(double px) { return std::max(kMinScale, px / line_height(1.0)); }
 
 int text_width(const std::string& text, double scale) {
   int baseline = 0;
@@ -80,7 +78,8 @@ std::vector<std::string> cut_to_fit(const std::string& text, double scale, int m
 void draw_caption(cv::Mat band_roi, const std::string& raw) {
   const int w = band_roi.cols, band = band_roi.rows;
   std::string text;
-  for (char ch : raw) text += (static_cast<unsigned char>(ch) < 32 || static_cast<unsigned char>(ch) > 126) ? '?' : ch;
+  for (char ch : raw)
+    text += (static_cast<unsigned char>(ch) < 32 || static_cast<unsigned char>(ch) > 126) ? '?' : ch;
   if (text.find_first_not_of(' ') == std::string::npos) return;
   const int max_w = std::max(1, w - 4);
   const double one_line = scale_for_height(band * 0.62);
@@ -90,7 +89,8 @@ void draw_caption(cv::Mat band_roi, const std::string& raw) {
   bool fitted = false;
   for (; scale >= two_lines && !fitted; scale *= 0.92) fitted = wrap(text, scale, max_w, 1, &lines);
   if (!fitted)
-    for (scale = two_lines; scale >= kMinScale && !fitted; scale *= 0.92) fitted = wrap(text, scale, max_w, 2, &lines);
+    for (scale = two_lines; scale >= kMinScale && !fitted; scale *= 0.92)
+      fitted = wrap(text, scale, max_w, 2, &lines);
   if (fitted) {
     scale /= 0.92;  // undo the loop's last step
   } else {
@@ -115,7 +115,8 @@ int grid_caption_band(int tile_height) {
   return std::clamp(static_cast<int>(std::lround(tile_height * 0.16)), 14, 72);
 }
 
-Image make_grid(const std::vector<Image>& tiles, int cols, const std::vector<std::string>& captions, int padding) {
+Image make_grid(const std::vector<Image>& tiles, int cols, const std::vector<std::string>& captions,
+                int padding) {
   if (tiles.empty()) throw bad_input("make_grid: no tiles");
   if (cols <= 0) throw bad_input("make_grid: cols must be positive").found(std::to_string(cols));
   if (padding < 0) throw bad_input("make_grid: padding must be >= 0").found(std::to_string(padding));
@@ -131,7 +132,8 @@ Image make_grid(const std::vector<Image>& tiles, int cols, const std::vector<std
   const int64_t W = static_cast<int64_t>(c) * tw + static_cast<int64_t>(c + 1) * padding;
   const int64_t H = static_cast<int64_t>(r) * (th + band) + static_cast<int64_t>(r + 1) * padding;
   if (W > 32767 || H > 32767)
-    throw bad_input("make_grid: grid too large").expected("at most 32767 px per side")
+    throw bad_input("make_grid: grid too large")
+        .expected("at most 32767 px per side")
         .found(std::to_string(W) + "x" + std::to_string(H));
   Image out;
   out.width = static_cast<int>(W);
@@ -139,7 +141,8 @@ Image make_grid(const std::vector<Image>& tiles, int cols, const std::vector<std
   out.rgb.assign(static_cast<std::size_t>(W) * H * 3, 255);
   cv::Mat canvas(out.height, out.width, CV_8UC3, out.rgb.data());  // RGB; drawing is in black only
   for (int i = 0; i < n; ++i) {
-    const Image resized = (tiles[i].width == tw && tiles[i].height == th) ? Image{} : resize_bicubic(tiles[i], tw, th);
+    const Image resized =
+        (tiles[i].width == tw && tiles[i].height == th) ? Image{} : resize_bicubic(tiles[i], tw, th);
     const Image& tile = resized.rgb.empty() ? tiles[i] : resized;
     const int x0 = padding + (i % cols) * (tw + padding);
     const int y0 = padding + (i / cols) * (th + band + padding);

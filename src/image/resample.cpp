@@ -72,7 +72,8 @@ inline uint8_t clip8(int32_t v) {
 }
 
 // Horizontal pass over input rows [row0, row0 + rows) into `out` (rows x out_w).
-void horizontal(const uint8_t* in, int in_w, int row0, int rows, const Coefficients& c, int out_w, uint8_t* out) {
+void horizontal(const uint8_t* in, int in_w, int row0, int rows, const Coefficients& c, int out_w,
+                uint8_t* out) {
   constexpr int32_t half = 1 << (kPrecisionBits - 1);
   for (int y = 0; y < rows; ++y) {
     const uint8_t* src = in + static_cast<std::size_t>(row0 + y) * in_w * 3;

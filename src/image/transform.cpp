@@ -91,7 +91,8 @@ FloatImage normalize(const Image& image, const std::array<float, 3>& mean, const
 }
 
 FloatImage preprocess(const Image& image, const Preprocess& options) {
-  return normalize(center_crop(resize_shorter_side(image, options.size), options.size), options.mean, options.std);
+  return normalize(center_crop(resize_shorter_side(image, options.size), options.size), options.mean,
+                   options.std);
 }
 
 Image from_float(const FloatImage& image, float lo, float hi) {
@@ -105,7 +106,8 @@ Image from_float(const FloatImage& image, float lo, float hi) {
     throw bad_input("from_float: data size does not match channels x height x width")
         .expected(std::to_string(plane * image.channels))
         .found(std::to_string(image.data.size()));
-  if (!(hi > lo)) throw bad_input("from_float: need hi > lo").found(std::to_string(lo) + ", " + std::to_string(hi));
+  if (!(hi > lo))
+    throw bad_input("from_float: need hi > lo").found(std::to_string(lo) + ", " + std::to_string(hi));
   Image out;
   out.width = image.width;
   out.height = image.height;

@@ -37,7 +37,9 @@ Image ramp(int w, int h) {
   Image im = solid(w, h, 0, 0, 0);
   for (int y = 0; y < h; ++y)
     for (int x = 0; x < w; ++x)
-      for (int c = 0; c < 3; ++c) im.rgb[(static_cast<std::size_t>(y) * w + x) * 3 + c] = static_cast<uint8_t>((x * 7 + y * 31 + c * 80) % 256);
+      for (int c = 0; c < 3; ++c)
+        im.rgb[(static_cast<std::size_t>(y) * w + x) * 3 + c] =
+            static_cast<uint8_t>((x * 7 + y * 31 + c * 80) % 256);
   return im;
 }
 
@@ -138,7 +140,8 @@ TEST(ImageResize, OpenCvStyleNonAntialiasedWouldFail) {
   Image point = half;  // nearest sampling at the same centres
   for (int y = 0; y < 32; ++y)
     for (int x = 0; x < 32; ++x)
-      for (int c = 0; c < 3; ++c) point.rgb[(y * 32 + x) * 3 + c] = in.rgb[((2 * y + 1) * 64 + 2 * x + 1) * 3 + c];
+      for (int c = 0; c < 3; ++c)
+        point.rgb[(y * 32 + x) * 3 + c] = in.rgb[((2 * y + 1) * 64 + 2 * x + 1) * 3 + c];
   EXPECT_GT(max_abs_diff(point, want), 50);
 }
 
@@ -186,9 +189,9 @@ TEST(ImagePreprocess, NormalisationOnlyWhenSizeMatches) {
   const FloatImage px = preprocess(im, {2, {0.5f, 0.5f, 0.5f}, {0.5f, 0.5f, 0.5f}});
   ASSERT_EQ(px.data.size(), 12u);
   const std::vector<float> want = {
-      -1.0f, -0.2f, 1.0f, 0.003921628f,           // R of the four pixels: 0, 102, 255, 128
-      1.0f, 0.2f, -1.0f, -0.99215686f,            // G: 255, 153, 0, 1
-      -0.6f, 0.6f, -0.003921628f, 0.99215686f};  // B: 51, 204, 127, 254
+      -1.0f, -0.2f, 1.0f,          0.003921628f,  // R of the four pixels: 0, 102, 255, 128
+      1.0f,  0.2f,  -1.0f,         -0.99215686f,  // G: 255, 153, 0, 1
+      -0.6f, 0.6f,  -0.003921628f, 0.99215686f};  // B: 51, 204, 127, 254
   for (std::size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(px.data[i], want[i], 1e-6f) << i;
   // Per-channel mean/std.
   const FloatImage q = preprocess(solid(2, 2, 255, 0, 51), {2, {1.0f, 0.0f, 0.1f}, {2.0f, 0.5f, 0.25f}});
@@ -317,14 +320,16 @@ TEST(ImageDecode, GrayscaleIsReplicated) {
   ASSERT_EQ(im.width, 4);
   ASSERT_EQ(im.height, 2);
   const int want[8] = {0, 50, 100, 150, 200, 250, 255, 7};
-  for (int i = 0; i < 8; ++i) EXPECT_EQ(pixel(im, i % 4, i / 4), (std::array<int, 3>{want[i], want[i], want[i]}));
+  for (int i = 0; i < 8; ++i)
+    EXPECT_EQ(pixel(im, i % 4, i / 4), (std::array<int, 3>{want[i], want[i], want[i]}));
 }
 
 TEST(ImageDecode, AlphaDroppedByDefaultCompositedOnRequest) {
   const Image drop = decode_file(data_path("rgba.png"));
   ASSERT_EQ(drop.width, 3);
   EXPECT_EQ(pixel(drop, 0, 0), (std::array<int, 3>{10, 20, 30}));
-  EXPECT_EQ(pixel(drop, 1, 0), (std::array<int, 3>{10, 20, 30}));  // alpha 0: colour kept, like PIL convert("RGB")
+  EXPECT_EQ(pixel(drop, 1, 0),
+            (std::array<int, 3>{10, 20, 30}));  // alpha 0: colour kept, like PIL convert("RGB")
   EXPECT_EQ(pixel(drop, 2, 0), (std::array<int, 3>{200, 100, 0}));
   const Image white = decode_file(data_path("rgba.png"), {Alpha::kCompositeWhite});
   EXPECT_EQ(pixel(white, 0, 0), (std::array<int, 3>{10, 20, 30}));
@@ -424,13 +429,13 @@ TEST(ImageFromFloat, MapsRangeClampsAndRounds) {
   f.channels = 3;
   f.height = 1;
   f.width = 4;
-  f.data = {-1.0f, 1.0f, 0.0f, 5.0f,  // R
-            -2.0f, 0.5f, -0.5f, 0.0f,  // G
-            0.0f, 0.0f, 0.0f, 0.0f};  // B
+  f.data = {-1.0f, 1.0f, 0.0f,  5.0f,   // R
+            -2.0f, 0.5f, -0.5f, 0.0f,   // G
+            0.0f,  0.0f, 0.0f,  0.0f};  // B
   const Image im = from_float(f, -1.0f, 1.0f);
   EXPECT_EQ(pixel(im, 0, 0), (std::array<int, 3>{0, 0, 128}));
   EXPECT_EQ(pixel(im, 1, 0), (std::array<int, 3>{255, 191, 128}));  // 0.75*255 = 191.25
-  EXPECT_EQ(pixel(im, 2, 0), (std::array<int, 3>{128, 64, 128}));    // 127.5 -> 128 (even), 63.75 -> 64
+  EXPECT_EQ(pixel(im, 2, 0), (std::array<int, 3>{128, 64, 128}));   // 127.5 -> 128 (even), 63.75 -> 64
   EXPECT_EQ(pixel(im, 3, 0), (std::array<int, 3>{255, 128, 128}));
   FloatImage gray{1, 1, 2, {0.0f, 1.0f}};
   const Image g = from_float(gray, 0.0f, 1.0f);
@@ -463,8 +468,7 @@ TEST(ImageGrid, CaptionBandHoldsTheText) {
   const int th = 128, tw = 128, pad = 4;
   std::vector<Image> tiles(4, solid(tw, th, 255, 255, 255));
   const std::vector<std::string> captions = {
-      "short", "",
-      "a much longer caption that cannot possibly fit on one line of a small tile at all",
+      "short", "", "a much longer caption that cannot possibly fit on one line of a small tile at all",
       "supercalifragilisticexpialidocious-without-any-spaces-at-all"};
   const Image g = make_grid(tiles, 2, captions, pad);
   const int band = grid_caption_band(th);
@@ -486,8 +490,10 @@ TEST(ImageGrid, CaptionBandHoldsTheText) {
     const int x0 = pad + (i % 2) * (tw + pad), y0 = pad + (i / 2) * (th + band + pad) + th;
     const int n = dark_in(x0, y0, tw, band);
     in_bands += n;
-    if (i == 1) EXPECT_EQ(n, 0);
-    else EXPECT_GT(n, 10) << "caption " << i;
+    if (i == 1)
+      EXPECT_EQ(n, 0);
+    else
+      EXPECT_GT(n, 10) << "caption " << i;
   }
   EXPECT_EQ(total_dark, in_bands);
   // Larger tiles get a taller band.
@@ -502,8 +508,8 @@ TEST(ImageBatch, OrderPreservedWithManyThreads) {
   const int n = 64;
   for (int i = 0; i < n; ++i) {
     // Solid colour encodes the index; sizes vary so the work is uneven.
-    const Image im = solid(8 + (i % 5) * 7, 8 + (i % 3) * 9, static_cast<uint8_t>(i * 3), static_cast<uint8_t>(255 - i),
-                           static_cast<uint8_t>((i * 37) % 256));
+    const Image im = solid(8 + (i % 5) * 7, 8 + (i % 3) * 9, static_cast<uint8_t>(i * 3),
+                           static_cast<uint8_t>(255 - i), static_cast<uint8_t>((i * 37) % 256));
     const std::string path = dir.file("img_" + std::to_string(i) + ".png");
     write_png(path, im);
     requests.push_back({path});
@@ -531,14 +537,16 @@ TEST(ImageBatch, BoxAndHflipPerRequest) {
   write_png(path, im);
   LoadOptions options;
   options.preprocess = {4, {0, 0, 0}, {1, 1, 1}};
-  const auto out = load_batch({{path, Box{0, 0, 4, 4}, false}, {path, Box{4, 0, 8, 4}, false},
-                               {path, Box{2, 0, 6, 4}, false}, {path, Box{2, 0, 6, 4}, true}},
+  const auto out = load_batch({{path, Box{0, 0, 4, 4}, false},
+                               {path, Box{4, 0, 8, 4}, false},
+                               {path, Box{2, 0, 6, 4}, false},
+                               {path, Box{2, 0, 6, 4}, true}},
                               options);
   EXPECT_FLOAT_EQ(out[0].data[0], 0.0f);
   EXPECT_FLOAT_EQ(out[1].data[0], 1.0f);
-  EXPECT_FLOAT_EQ(out[2].data[0], 0.0f);   // left column of the middle box is black
+  EXPECT_FLOAT_EQ(out[2].data[0], 0.0f);  // left column of the middle box is black
   EXPECT_FLOAT_EQ(out[2].data[3], 1.0f);
-  EXPECT_FLOAT_EQ(out[3].data[0], 1.0f);   // flipped
+  EXPECT_FLOAT_EQ(out[3].data[0], 1.0f);  // flipped
   EXPECT_FLOAT_EQ(out[3].data[3], 0.0f);
 }
 
@@ -580,8 +588,10 @@ TEST(ImageBatch, FatalErrorIsTheFirstBadFileDeterministically) {
   std::vector<LoadRequest> requests;
   for (int i = 0; i < 40; ++i) {
     const std::string path = dir.file("g" + std::to_string(i) + ".png");
-    if (i == 7 || i == 8 || i == 30) write_bytes(path, {'x'});
-    else write_png(path, solid(6, 6, 1, 2, 3));
+    if (i == 7 || i == 8 || i == 30)
+      write_bytes(path, {'x'});
+    else
+      write_png(path, solid(6, 6, 1, 2, 3));
     requests.push_back({path});
   }
   LoadOptions options;

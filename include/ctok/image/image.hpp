@@ -38,7 +38,7 @@ inline constexpr std::array<float, 3> kClipMean{0.48145466f, 0.4578275f, 0.40821
 inline constexpr std::array<float, 3> kClipStd{0.26862954f, 0.26130258f, 0.27577711f};
 
 struct Preprocess {
-  int size = 224;                              // output is size x size
+  int size = 224;  // output is size x size
   std::array<float, 3> mean{0.5f, 0.5f, 0.5f};
   std::array<float, 3> std{0.5f, 0.5f, 0.5f};
 };
@@ -86,9 +86,9 @@ struct LoadFailure {
 };
 struct LoadOptions {
   Preprocess preprocess;
-  int threads = 0;          // 0 = all cores
-  bool skip_bad = false;    // false: the first bad file throws bad_input naming it
-  DecodeOptions decode;     // alpha handling
+  int threads = 0;        // 0 = all cores
+  bool skip_bad = false;  // false: the first bad file throws bad_input naming it
+  DecodeOptions decode;   // alpha handling
 };
 // Loads in parallel, order preserved. With skip_bad, failed entries are left empty
 // (data.size() == 0) and listed in *failures (sorted by index). Without it, the failing
