@@ -177,7 +177,6 @@ Bundle Bundle::load(const BundleOptions& options) {
       if (!out.isTensor()) throw bad_input("image encoder must return a tensor").file(path).key("image.file");
       expect_shape(out.toTensor(), {1, m.image.feature_dim}, path, "image.feature_dim", "image encoder features");
     }
-    if (options.optimize) b->image_encoder = torch::jit::optimize_for_inference(b->image_encoder);
     b->image_loaded = true;
   }
 
@@ -237,12 +236,29 @@ Bundle Bundle::load(const BundleOptions& options) {
         if (!x.isTensor()) throw bad_input("VAE decoder must return a tensor").file(dec_path);
         expect_shape(x.toTensor(), {1, 3, S, S}, dec_path, "diffusion.image_size", "VAE decoder output");
       }
-      if (options.optimize) {
-        b->vae_encoder = torch::jit::optimize_for_inference(b->vae_encoder);
-        b->vae_decoder = torch::jit::optimize_for_inference(b->vae_decoder);
-      }
     }
     b->diffusion_loaded = true;
+  }
+  if (options.optimize) {
+    // Inference only: frozen graphs (weights as constants, ops fused / prepacked). The
+    // embedding table was read above, so the text encoder may lose its attributes.
+    auto optimize = [&](torch::jit::Module& m, const std::string& what) {
+      try {
+        m = torch::jit::optimize_for_inference(m);
+      } catch (const std::exception& e) {
+        spdlog::warn("optimize_for_inference failed for the {}; keeping it as loaded: {}", what,
+                     detail::first_line(e.what()));
+      }
+    };
+    optimize(b->text_encoder, "text encoder");
+    if (b->image_loaded) optimize(b->image_encoder, "image encoder");
+    if (b->diffusion_loaded) {
+      optimize(b->unet, "UNet");
+      if (b->vae) {
+        optimize(b->vae_encoder, "VAE encoder");
+        optimize(b->vae_decoder, "VAE decoder");
+      }
+    }
   }
   spdlog::debug("loaded bundle {} from {} on {} ({})", m.name, b->dir, device_name(options.device),
                 precision_name(options.precision));

@@ -32,8 +32,8 @@ struct BundleOptions {
   bool load_image = true;                 // the image encoder
   bool load_diffusion = false;            // UNet and VAE; bad_input if the bundle has none
   bool check_shapes = true;               // one dry forward per module at load time
-  bool optimize = false;                  // freeze + optimize_for_inference the modules that never
-                                          // need gradients (image encoder, VAE); see docs/bundle.md
+  bool optimize = false;                  // inference only: freeze + optimize_for_inference every
+                                          // module (no gradients through them); docs/bundle.md
 };
 
 class Bundle {
