@@ -1,7 +1,8 @@
 // Tokenizer throughput on a realistic prompt mix: CLIP BPE with a cold cache (cleared
 // before every prompt) and a warm one, and SentencePiece (the committed test fixture).
 //
-//   (from the repository root) build/bin/bench_tokenize [--merges FILE] [--spm FILE] [--prompts N] [--passes N]
+//   (from the repository root) build/bin/bench_tokenize [--merges FILE] [--spm FILE] [--prompts N] [--passes
+//   N]
 #include <chrono>
 #include <cstdio>
 #include <random>
@@ -20,18 +21,35 @@ namespace {
 // Captions and prompts like the ones ctok feeds the text encoder: templates x attributes,
 // some with a custom token, some capitalised, some with punctuation and non-ASCII.
 std::vector<std::string> prompt_mix(size_t n, unsigned seed) {
-  const std::vector<std::string> colours = {"red", "blue", "green", "black", "white", "pink",
-                                            "beige", "navy", "teal", "purple", "mustard-yellow"};
-  const std::vector<std::string> patterns = {"striped", "floral", "plaid", "polka-dot", "plain",
+  const std::vector<std::string> colours = {"red",   "blue", "green", "black",  "white",         "pink",
+                                            "beige", "navy", "teal",  "purple", "mustard-yellow"};
+  const std::vector<std::string> patterns = {"striped", "floral",        "plaid",       "polka-dot", "plain",
                                              "checked", "leopard-print", "houndstooth", "paisley"};
-  const std::vector<std::string> items = {"dress", "skirt", "t-shirt", "pullover", "coat",
-                                          "vest", "shorts", "trousers", "sandal", "sneaker",
-                                          "ankle boot", "short sleeve top", "long sleeve outwear",
-                                          "sling dress", "cardigan", "turtleneck sweater"};
-  const std::vector<std::string> extras = {"", ", taken outdoors.", " on a white background",
-                                           " (size 42) — 30% off", "; worn by a model", "!",
+  const std::vector<std::string> items = {"dress",
+                                          "skirt",
+                                          "t-shirt",
+                                          "pullover",
+                                          "coat",
+                                          "vest",
+                                          "shorts",
+                                          "trousers",
+                                          "sandal",
+                                          "sneaker",
+                                          "ankle boot",
+                                          "short sleeve top",
+                                          "long sleeve outwear",
+                                          "sling dress",
+                                          "cardigan",
+                                          "turtleneck sweater"};
+  const std::vector<std::string> extras = {"",
+                                           ", taken outdoors.",
+                                           " on a white background",
+                                           " (size 42) — 30% off",
+                                           "; worn by a model",
+                                           "!",
                                            ", photographed in soft daylight, 4k, highly detailed",
-                                           " at a café in Paris", " — crème brûlée colour"};
+                                           " at a café in Paris",
+                                           " — crème brûlée colour"};
   const auto& templates = ctok::text::default_templates();
   std::mt19937 rng(seed);
   auto pick = [&](const std::vector<std::string>& v) { return v[rng() % v.size()]; };
@@ -44,7 +62,8 @@ std::vector<std::string> prompt_mix(size_t n, unsigned seed) {
     const std::string token = rng() % 3 == 0 ? "<my-dress>" : pick(colours);
     std::string p = ctok::text::format_template(pick(templates), {{"token", token}, {"parent", parent}});
     p += pick(extras);
-    if (rng() % 5 == 0) for (char& c : p) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    if (rng() % 5 == 0)
+      for (char& c : p) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
     out.push_back(p);
   }
   return out;
@@ -92,7 +111,8 @@ int main(int argc, char** argv) {
 
     const auto t0 = std::chrono::steady_clock::now();
     ctok::text::ClipBpeTokenizer clip(merges);
-    const double load_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    const double load_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     clip.add_custom_token("<my-dress>");
     rows.push_back(measure("clip-bpe, cold cache", prompts, passes, [&] {
       size_t tokens = 0;
@@ -121,7 +141,8 @@ int main(int argc, char** argv) {
       return tokens;
     }));
 
-    std::printf("prompts per pass: %zu, passes: %d (best reported), CLIP load: %.0f ms\n", n, passes, load_ms);
+    std::printf("prompts per pass: %zu, passes: %d (best reported), CLIP load: %.0f ms\n", n, passes,
+                load_ms);
     std::printf("%-32s %14s %12s %14s\n", "tokenizer", "prompts/s", "us/prompt", "tokens/prompt");
     for (const Row& r : rows)
       std::printf("%-32s %14.0f %12.2f %14.1f\n", r.name.c_str(), r.prompts_per_s, r.us_per_prompt,

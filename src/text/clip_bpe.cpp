@@ -5,9 +5,9 @@
 
 #include <zlib.h>
 
+#include <sys/stat.h>
 #include <limits>
 #include <mutex>
-#include <sys/stat.h>
 
 #include "ctok/core/error.hpp"
 #include "text/unicode.hpp"
@@ -79,8 +79,7 @@ bool match_ci(const std::u32string& text, size_t at, const char* pattern) {
     const char32_t c = text[at + k];
     const char32_t p = static_cast<unsigned char>(pattern[k]);
     const bool alpha = p >= 'a' && p <= 'z';
-    if (c == p || (alpha && c == p - 32) || (p == 's' && c == 0x17F) || (p == 'k' && c == 0x212A))
-      continue;
+    if (c == p || (alpha && c == p - 32) || (p == 's' && c == 0x17F) || (p == 'k' && c == 0x212A)) continue;
     return false;
   }
   return true;
@@ -96,8 +95,8 @@ bool is_other(char32_t c) {
 // simple_tokenizer.py's pattern, applied like regex.findall:
 //   <\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+
 void split_words(const std::u32string& text, std::vector<std::u32string_view>& out) {
-  static const char* const kAlternatives[] = {"<|startoftext|>", "<|endoftext|>", "'s", "'t",
-                                              "'re", "'ve", "'m", "'ll", "'d"};
+  static const char* const kAlternatives[] = {
+      "<|startoftext|>", "<|endoftext|>", "'s", "'t", "'re", "'ve", "'m", "'ll", "'d"};
   const std::u32string_view all(text);
   size_t i = 0;
   const size_t n = text.size();
@@ -262,8 +261,7 @@ std::vector<std::string> ClipBpeTokenizer::pre_tokenize(const std::string& text)
   // text = whitespace_clean(basic_clean(text)).lower()
   const std::u32string decoded = unicode::decode_utf8(text);
   const std::u32string unescaped = unicode::html_unescape(unicode::html_unescape(decoded));
-  const std::u32string cleaned = unicode::to_lower(
-      unicode::whitespace_clean(unicode::strip(unescaped)));
+  const std::u32string cleaned = unicode::to_lower(unicode::whitespace_clean(unicode::strip(unescaped)));
   std::vector<std::u32string_view> words;
   split_words(cleaned, words);
   std::vector<std::string> out;

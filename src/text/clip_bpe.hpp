@@ -38,14 +38,14 @@ class ClipBpeTokenizer final : public Tokenizer {
  private:
   std::vector<int32_t> bpe(const std::string& word) const;
 
-  std::vector<std::string> vocab_;                     // id -> piece
-  std::unordered_map<std::string, int32_t> encoder_;   // piece -> id (last one wins)
+  std::vector<std::string> vocab_;                    // id -> piece
+  std::unordered_map<std::string, int32_t> encoder_;  // piece -> id (last one wins)
   struct Merge {
     int32_t rank, merged;
   };
-  std::unordered_map<uint64_t, Merge> merges_;         // (left id, right id) -> merge
-  std::array<int32_t, 256> byte_id_{};                 // byte -> id of its symbol
-  std::array<int32_t, 256> byte_end_id_{};             // byte -> id of symbol + '</w>'
+  std::unordered_map<uint64_t, Merge> merges_;  // (left id, right id) -> merge
+  std::array<int32_t, 256> byte_id_{};          // byte -> id of its symbol
+  std::array<int32_t, 256> byte_end_id_{};      // byte -> id of symbol + '</w>'
   int32_t sot_ = -1, eot_ = -1;
 
   mutable std::shared_mutex cache_mutex_;

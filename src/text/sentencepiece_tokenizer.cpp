@@ -126,8 +126,7 @@ const ShimApi& shim() {
     if (const char* env = std::getenv("CTOK_SPM_SHIM"); env != nullptr && *env != '\0') {
       candidates.push_back(env);  // an explicit choice is the only one tried
     } else {
-      if (const std::string dir = exe_dir(); !dir.empty())
-        candidates.push_back(dir + "/../lib/" + kShimName);
+      if (const std::string dir = exe_dir(); !dir.empty()) candidates.push_back(dir + "/../lib/" + kShimName);
 #ifdef CTOK_INSTALL_LIBDIR
       candidates.push_back(std::string(CTOK_INSTALL_LIBDIR) + "/" + kShimName);
 #endif
@@ -157,8 +156,7 @@ SentencePieceTokenizer::SentencePieceTokenizer(const std::string& path, SpecialI
   if (!S_ISREG(st.st_mode)) throw bad_input("the SentencePiece model is not a regular file").file(path);
   char err[1024] = {0};
   model_ = api_->load(path.c_str(), err, sizeof err);
-  if (model_ == nullptr)
-    throw bad_input("not a valid SentencePiece model").file(path).found(err);
+  if (model_ == nullptr) throw bad_input("not a valid SentencePiece model").file(path).found(err);
   vocab_size_ = api_->vocab_size(model_);
   unk_ = api_->unk_id(model_);
   SpecialIds sp;
@@ -179,8 +177,7 @@ SentencePieceTokenizer::~SentencePieceTokenizer() {
   if (model_ != nullptr) api_->free_model(model_);
 }
 
-SentencePieceTokenizer::Pieces SentencePieceTokenizer::encode_with_pieces(
-    const std::string& text) const {
+SentencePieceTokenizer::Pieces SentencePieceTokenizer::encode_with_pieces(const std::string& text) const {
   int32_t* ids = nullptr;
   char* pieces = nullptr;
   size_t pieces_len = 0;
@@ -229,8 +226,7 @@ std::string SentencePieceTokenizer::known_as_single_piece(const std::string& tok
     return "it is the vocabulary piece id " + std::to_string(id);
   const std::vector<int64_t> ids = encode_plain(token);
   if (ids.size() == 1 && ids[0] != unk_ && !api_->is_unknown(model_, static_cast<int32_t>(ids[0])))
-    return "it encodes to the single piece \"" + id_to_piece(ids[0]) + "\", id " +
-           std::to_string(ids[0]);
+    return "it encodes to the single piece \"" + id_to_piece(ids[0]) + "\", id " + std::to_string(ids[0]);
   return {};
 }
 

@@ -89,7 +89,7 @@ const std::vector<std::string>& default_templates() {
   // Textual inversion's imagenet_templates_small, with the concept written as the
   // custom token followed by its parent word.
   static const std::vector<std::string> templates = {
-      "a photo of a {token} {parent}",          "a rendering of a {token} {parent}",
+      "a photo of a {token} {parent}",           "a rendering of a {token} {parent}",
       "a cropped photo of the {token} {parent}", "the photo of a {token} {parent}",
       "a photo of a clean {token} {parent}",     "a photo of a dirty {token} {parent}",
       "a dark photo of the {token} {parent}",    "a photo of my {token} {parent}",

@@ -11,8 +11,7 @@ namespace ctok::text {
 int64_t Tokenizer::add_custom_token(const std::string& token) {
   if (const int64_t id = custom_token_id(token); id >= 0) return id;
   if (token.empty()) throw bad_input("a custom token must not be empty");
-  if (!unicode::is_valid_utf8(token))
-    throw bad_input("a custom token must be valid UTF-8").found(token);
+  if (!unicode::is_valid_utf8(token)) throw bad_input("a custom token must be valid UTF-8").found(token);
   const std::u32string chars = unicode::decode_utf8(token);
   if (std::any_of(chars.begin(), chars.end(), unicode::is_space))
     throw bad_input("a custom token must not contain whitespace")
@@ -34,16 +33,14 @@ int64_t Tokenizer::custom_token_id(const std::string& token) const {
 
 const std::string* Tokenizer::custom_token_string(int64_t id) const {
   const int64_t v = vocab_size();
-  if (id >= v && id < v + static_cast<int64_t>(custom_.size()))
-    return &custom_[static_cast<size_t>(id - v)];
+  if (id >= v && id < v + static_cast<int64_t>(custom_.size())) return &custom_[static_cast<size_t>(id - v)];
   return nullptr;
 }
 
 std::string Tokenizer::known_as_single_piece(const std::string& token) const {
   const std::vector<int64_t> ids = encode_plain(token);
   if (ids.size() == 1)
-    return "it encodes to the single piece \"" + id_to_piece(ids[0]) + "\", id " +
-           std::to_string(ids[0]);
+    return "it encodes to the single piece \"" + id_to_piece(ids[0]) + "\", id " + std::to_string(ids[0]);
   return {};
 }
 

@@ -231,9 +231,7 @@ const HtmlEntity* find_entity(const std::string& name) {
 }
 
 bool is_digit(char32_t c) { return c >= '0' && c <= '9'; }
-bool is_hex(char32_t c) {
-  return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-}
+bool is_hex(char32_t c) { return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
 
 // Python's _replace_charref for a numeric reference whose digits are text[b, e).
 void append_numeric(std::u32string& out, std::u32string_view digits, int base) {
@@ -290,8 +288,7 @@ void append_named(std::u32string& out, std::u32string_view name) {
 }
 
 bool excluded_from_name(char32_t c) {
-  return c == '\t' || c == '\n' || c == '\f' || c == ' ' || c == '<' || c == '&' || c == '#' ||
-         c == ';';
+  return c == '\t' || c == '\n' || c == '\f' || c == ' ' || c == '<' || c == '&' || c == '#' || c == ';';
 }
 
 }  // namespace

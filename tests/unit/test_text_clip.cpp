@@ -115,7 +115,7 @@ TEST_F(ClipBpe, VocabularyLayout) {
   EXPECT_EQ(tok_->id_to_piece(kSot), "<|startoftext|>");
   EXPECT_EQ(tok_->id_to_piece(kEot), "<|endoftext|>");
   EXPECT_EQ(tok_->piece_to_id("photo</w>"), 1125);
-  EXPECT_EQ(tok_->piece_to_id("!"), 0);      // byte symbols first, in bytes_to_unicode order
+  EXPECT_EQ(tok_->piece_to_id("!"), 0);  // byte symbols first, in bytes_to_unicode order
   EXPECT_EQ(tok_->piece_to_id("!</w>"), 256);
   EXPECT_EQ(tok_->piece_to_id("not-a-piece"), -1);
   EXPECT_EQ(tok_->special().bos, kSot);
@@ -126,7 +126,9 @@ TEST_F(ClipBpe, VocabularyLayout) {
 }
 
 TEST_F(ClipBpe, EmptyAndWhitespaceOnly) {
-  for (const std::string text : {"", " ", "   \t\n  ", "\xc2\xa0" "\xe3\x80\x80"}) {
+  for (const std::string text : {"", " ", "   \t\n  ",
+                                 "\xc2\xa0"
+                                 "\xe3\x80\x80"}) {
     EXPECT_TRUE(tok_->encode_plain(text).empty()) << "\"" << text << "\"";
     const auto e = tok_->encode(text, 77);
     EXPECT_EQ(e.ids.size(), 77u);
@@ -142,8 +144,9 @@ TEST_F(ClipBpe, HtmlEntitiesAreUnescapedTwice) {
   EXPECT_EQ(tok_->encode_plain("&amp;lt;tag&amp;gt;"), tok_->encode_plain("<tag>"));
   EXPECT_EQ(tok_->encode_plain("&#x41;&#66;&#x1F457;"), tok_->encode_plain("AB\xf0\x9f\x91\x97"));
   EXPECT_EQ(tok_->encode_plain("&ampxyz"), tok_->encode_plain("&xyz"));  // legacy prefix match
-  EXPECT_EQ(tok_->encode_plain("&notaname;"), tok_->encode_plain("\xc2\xac" "aname;"));  // &not
-  EXPECT_EQ(tok_->encode_plain("&#128;"), tok_->encode_plain("\xe2\x82\xac"));  // cp1252 rule
+  EXPECT_EQ(tok_->encode_plain("&notaname;"), tok_->encode_plain("\xc2\xac"
+                                                                 "aname;"));        // &not
+  EXPECT_EQ(tok_->encode_plain("&#128;"), tok_->encode_plain("\xe2\x82\xac"));      // cp1252 rule
   EXPECT_EQ(tok_->encode_plain("&nbsp;dress&nbsp;"), tok_->encode_plain("dress"));  // then stripped
 }
 
@@ -151,8 +154,7 @@ TEST_F(ClipBpe, NonAsciiLettersAndCase) {
   EXPECT_EQ(tok_->encode_plain("CAFÉ"), tok_->encode_plain("café"));
   EXPECT_EQ(tok_->encode_plain("ΚΑΛΟΣ"), tok_->encode_plain("καλος"));  // final sigma
   EXPECT_EQ(tok_->encode_plain("ΣΑ"), tok_->encode_plain("σα"));
-  EXPECT_EQ(tok_->pre_tokenize("Straße ÜBER naïve"),
-            (std::vector<std::string>{"straße", "über", "naïve"}));
+  EXPECT_EQ(tok_->pre_tokenize("Straße ÜBER naïve"), (std::vector<std::string>{"straße", "über", "naïve"}));
   EXPECT_EQ(tok_->pre_tokenize("İ"), (std::vector<std::string>{"i", "\xcc\x87"}));
 }
 
@@ -234,7 +236,8 @@ TEST_F(ClipBpe, LoadTokenizerSpec) {
   auto t = ctok::text::load_tokenizer("clip-bpe:" + kMerges);
   EXPECT_EQ(t->type(), "clip-bpe");
   EXPECT_EQ(t->encode("a photo of a cat", 77).ids[5], 2368);
-  for (const std::string& spec : std::vector<std::string>{"bpe:" + kMerges, "clip-bpe:", "clip-bpe", "", "CLIP-BPE:" + kMerges}) {
+  for (const std::string& spec :
+       std::vector<std::string>{"bpe:" + kMerges, "clip-bpe:", "clip-bpe", "", "CLIP-BPE:" + kMerges}) {
     try {
       ctok::text::load_tokenizer(spec);
       ADD_FAILURE() << "accepted \"" << spec << "\"";
@@ -274,8 +277,8 @@ void write_gz(const std::string& path, const std::string& data) {
 class TempDir {
  public:
   TempDir() {
-    path_ = fs::temp_directory_path() / ("ctok-text-" + std::to_string(::getpid()) + "-" +
-                                         std::to_string(std::random_device{}()));
+    path_ = fs::temp_directory_path() /
+            ("ctok-text-" + std::to_string(::getpid()) + "-" + std::to_string(std::random_device{}()));
     fs::create_directories(path_);
   }
   ~TempDir() { fs::remove_all(path_); }

@@ -149,20 +149,26 @@ TEST(CustomTokens, CollisionsAndBadStringsAreRefused) {
   expect_refused(*t, "my dress", "whitespace");
   expect_refused(*t, "a\tb", "whitespace");
   expect_refused(*t, "<x>\n", "whitespace");
-  expect_refused(*t, "a\xc2\xa0" "b", "whitespace");  // no-break space
+  expect_refused(*t,
+                 "a\xc2\xa0"
+                 "b",
+                 "whitespace");  // no-break space
   expect_refused(*t, "<\xff>", "UTF-8");
   EXPECT_TRUE(t->custom_tokens().empty());
   EXPECT_NO_THROW(t->add_custom_token("<dress>"));
   EXPECT_NO_THROW(t->add_custom_token("my-dress"));  // several pieces: allowed
-  expect_refused(*t, "sks", "one piece");  // DreamBooth's rare token is one CLIP piece
+  expect_refused(*t, "sks", "one piece");            // DreamBooth's rare token is one CLIP piece
 }
 
 TEST(CustomTokens, SentencePieceToo) {
   auto t = ctok::text::load_sentencepiece(kSpm);
   EXPECT_EQ(t->type(), "sentencepiece");
   const int64_t v = t->vocab_size();
-  expect_refused(*t, "dress", "one piece");        // encodes to the single piece "▁dress"
-  expect_refused(*t, "\xe2\x96\x81" "dress", "vocabulary piece");  // "▁dress" itself
+  expect_refused(*t, "dress", "one piece");  // encodes to the single piece "▁dress"
+  expect_refused(*t,
+                 "\xe2\x96\x81"
+                 "dress",
+                 "vocabulary piece");  // "▁dress" itself
   expect_refused(*t, "<unk>", "vocabulary piece");
   expect_refused(*t, "two words", "whitespace");
   const int64_t id = t->add_custom_token("<my-dress>");

@@ -7,8 +7,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <thread>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "ctok/core/error.hpp"
 #include "ctok/text/tokenizer.hpp"
@@ -147,7 +147,8 @@ TEST(SentencePiece, ThreadsShareOneModel) {
   std::vector<int> bad(4, 0);
   for (int t = 0; t < 4; ++t)
     threads.emplace_back([&, t] {
-      for (int i = 0; i < 200; ++i) bad[t] += tok->encode_plain("a cropped photo of the blue striped skirt") != want;
+      for (int i = 0; i < 200; ++i)
+        bad[t] += tok->encode_plain("a cropped photo of the blue striped skirt") != want;
     });
   for (auto& th : threads) th.join();
   EXPECT_EQ(bad, std::vector<int>(4, 0));

@@ -53,8 +53,8 @@ CTOK_SHIM_EXPORT ctok_spm* ctok_spm_load(const char* path, char* err, size_t err
 CTOK_SHIM_EXPORT void ctok_spm_free(ctok_spm* model) { delete model; }
 
 CTOK_SHIM_EXPORT int64_t ctok_spm_encode(const ctok_spm* model, const char* text, size_t len,
-                                         int32_t** out_ids, char** out_pieces,
-                                         size_t* out_pieces_len, char* err, size_t err_len) {
+                                         int32_t** out_ids, char** out_pieces, size_t* out_pieces_len,
+                                         char* err, size_t err_len) {
   *out_ids = nullptr;
   *out_pieces = nullptr;
   *out_pieces_len = 0;
@@ -99,21 +99,18 @@ CTOK_SHIM_EXPORT int64_t ctok_spm_encode(const ctok_spm* model, const char* text
 
 CTOK_SHIM_EXPORT void ctok_spm_free_buffer(void* buffer) { std::free(buffer); }
 
-CTOK_SHIM_EXPORT int64_t ctok_spm_id_to_piece(const ctok_spm* model, int32_t id, char* buf,
-                                              size_t buf_len) {
+CTOK_SHIM_EXPORT int64_t ctok_spm_id_to_piece(const ctok_spm* model, int32_t id, char* buf, size_t buf_len) {
   if (id < 0 || id >= model->processor.GetPieceSize()) return -1;
   const std::string& piece = model->processor.IdToPiece(id);
   set_error(buf, buf_len, piece);
   return static_cast<int64_t>(piece.size());
 }
 
-CTOK_SHIM_EXPORT int32_t ctok_spm_piece_to_id(const ctok_spm* model, const char* piece,
-                                              size_t len) {
+CTOK_SHIM_EXPORT int32_t ctok_spm_piece_to_id(const ctok_spm* model, const char* piece, size_t len) {
   const std::string_view p(piece, len);
   const int id = model->processor.PieceToId(p);
   // PieceToId answers unk_id for unknown pieces; only the unk piece itself maps there.
-  if (id < 0 || (id == model->processor.unk_id() && model->processor.IdToPiece(id) != p))
-    return -1;
+  if (id < 0 || (id == model->processor.unk_id() && model->processor.IdToPiece(id) != p)) return -1;
   return id;
 }
 
