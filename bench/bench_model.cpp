@@ -3,10 +3,11 @@
 //   image encoding images/s at batch 1, 32, 256; text encodings/s (batch 1 and 32, from
 //   prompt strings: tokenise + embed + forward); seconds per rendered image (DDIM, 50
 //   steps, guidance 5, VAE decode). Optionally for several precisions and with the
-//   frozen / optimize_for_inference modules (--optimize).
+//   frozen / optimize_for_inference modules (--optimize plain,default,all: nothing frozen,
+//   the image encoder frozen as Bundle::load does by default, every module frozen).
 //
 //   build/bin/bench_model [--bundle models/default] [--threads 2] [--reps 5]
-//                         [--precision fp32,bf16] [--optimize both] [--render-n 4] [--json out.json]
+//                         [--precision fp32,bf16] [--optimize plain,default,all] [--render-n 4] [--json out.json]
 //
 // Ours and bare run interleaved (ours, bare, ours, ...) so machine load hits them alike;
 // the best of --reps gives the ratio (medians printed beside it). bench/bench_model.py times the same loops in Python.
@@ -78,7 +79,7 @@ std::vector<std::string> prompts(int n) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string bundle_dir, json_out, precisions = "fp32", optimize = "off";
+  std::string bundle_dir, json_out, precisions = "fp32", optimize = "default";
   int threads = 0, reps = 5, render_n = 4, steps = 50;
   bool skip_render = false;
   CLI::App app{"ctok model runtime benchmark"};
@@ -86,7 +87,7 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "libtorch threads (0 = all cores)");
   app.add_option("--reps", reps, "timed repetitions (median reported)");
   app.add_option("--precision", precisions, "comma-separated: fp32,bf16,fp16");
-  app.add_option("--optimize", optimize, "frozen/optimize_for_inference modules: off | on | both");
+  app.add_option("--optimize", optimize, "comma-separated: plain (nothing frozen), default (image encoder), all");
   app.add_option("--render-n", render_n, "images per render");
   app.add_option("--steps", steps, "DDIM steps per render");
   app.add_flag("--skip-render", skip_render, "image and text only");
@@ -95,15 +96,25 @@ int main(int argc, char** argv) {
   init_logging(-1);
   const int used_threads = configure_threads(threads);
 
+  auto split = [](const std::string& text) {
+    std::vector<std::string> out;
+    for (size_t s = 0; s <= text.size();) {
+      size_t e = text.find(',', s);
+      if (e == std::string::npos) e = text.size();
+      out.push_back(text.substr(s, e - s));
+      s = e + 1;
+    }
+    return out;
+  };
   std::vector<Precision> precs;
-  for (size_t s = 0; s <= precisions.size();) {
-    size_t e = precisions.find(',', s);
-    if (e == std::string::npos) e = precisions.size();
-    precs.push_back(parse_precision(precisions.substr(s, e - s)));
-    s = e + 1;
+  for (const auto& p : split(precisions)) precs.push_back(parse_precision(p));
+  std::vector<std::string> opts = split(optimize);
+  for (const auto& o : opts) {
+    if (o != "plain" && o != "default" && o != "all") {
+      std::fprintf(stderr, "--optimize: expected plain, default or all, found %s\n", o.c_str());
+      return 2;
+    }
   }
-  std::vector<bool> opts = optimize == "both" ? std::vector<bool>{false, true}
-                           : optimize == "on" ? std::vector<bool>{true} : std::vector<bool>{false};
 
   nlohmann::json results = nlohmann::json::array();
   std::printf("threads %d, reps %d\n", used_threads, reps);
@@ -124,13 +135,14 @@ int main(int argc, char** argv) {
   };
 
   for (Precision p : precs) {
-    for (bool opt : opts) {
+    for (const std::string& opt : opts) {
       BundleOptions bo;
       bo.dir = bundle_dir.empty() ? default_bundle_dir() : bundle_dir;
       bo.precision = p;
-      bo.optimize = opt;
+      bo.optimize_image = opt != "plain";
+      bo.optimize = opt == "all";
       bo.load_diffusion = !skip_render;
-      const std::string config = precision_name(p) + (opt ? "+frozen" : "");
+      const std::string config = precision_name(p) + "/" + opt;
       std::unique_ptr<Bundle> bundle;
       try {
         bundle = std::make_unique<Bundle>(Bundle::load(bo));

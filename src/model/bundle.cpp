@@ -239,19 +239,20 @@ Bundle Bundle::load(const BundleOptions& options) {
     }
     b->diffusion_loaded = true;
   }
+  // Frozen graphs (weights as constants, conv + batch norm folded, ops prepacked): for
+  // inference only. The embedding table was read above, so the text encoder may lose its
+  // attributes. Measurements in docs/bundle.md.
+  auto optimize = [&](torch::jit::Module& m, const std::string& what) {
+    try {
+      m = torch::jit::optimize_for_inference(m);
+    } catch (const std::exception& e) {
+      spdlog::warn("optimize_for_inference failed for the {}; keeping it as loaded: {}", what,
+                   detail::first_line(e.what()));
+    }
+  };
+  if (b->image_loaded && (options.optimize || options.optimize_image)) optimize(b->image_encoder, "image encoder");
   if (options.optimize) {
-    // Inference only: frozen graphs (weights as constants, ops fused / prepacked). The
-    // embedding table was read above, so the text encoder may lose its attributes.
-    auto optimize = [&](torch::jit::Module& m, const std::string& what) {
-      try {
-        m = torch::jit::optimize_for_inference(m);
-      } catch (const std::exception& e) {
-        spdlog::warn("optimize_for_inference failed for the {}; keeping it as loaded: {}", what,
-                     detail::first_line(e.what()));
-      }
-    };
     optimize(b->text_encoder, "text encoder");
-    if (b->image_loaded) optimize(b->image_encoder, "image encoder");
     if (b->diffusion_loaded) {
       optimize(b->unet, "UNet");
       if (b->vae) {

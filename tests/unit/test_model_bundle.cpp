@@ -229,3 +229,17 @@ TEST(ModelBundle, ReducedPrecisionWhereSupported) {
     }
   }
 }
+
+TEST(ModelBundle, FrozenModulesKeepParity) {
+  // Default: image encoder frozen; optimize: every module. Both must still match the reference.
+  for (bool all : {false, true}) {
+    BundleOptions o = opts(kTiny);
+    o.optimize = all;
+    Bundle b = Bundle::load(o);
+    for (const auto& r : check_reference(b)) EXPECT_TRUE(r.passed) << (all ? "all frozen: " : "default: ") << r.key;
+  }
+  BundleOptions plain = opts(kTiny);
+  plain.optimize_image = false;
+  Bundle b = Bundle::load(plain);
+  for (const auto& r : check_reference(b)) EXPECT_TRUE(r.passed) << "plain: " << r.key;
+}
