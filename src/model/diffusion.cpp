@@ -77,8 +77,14 @@ torch::Tensor DiffusionModel::sample(const torch::Tensor& cond, const torch::Ten
   torch::Tensor noise = seeded_noise(generators, latent_shape(), bundle_.device());
   torch::Tensor c = cond.to(bundle_.device(), bundle_.dtype());
   torch::Tensor u = uncond.to(bundle_.device(), bundle_.dtype());
-  if (guidance != 1.0 && u.size(0) != c.size(0)) u = u.expand({c.size(0), u.size(1), u.size(2)}).contiguous();
-  Denoiser denoiser = [&](const torch::Tensor& x, int64_t t) { return guided(x, t, c, u, guidance); };
+  const int64_t B = c.size(0);
+  // The context of the batched guidance call is the same at every step: build it once.
+  torch::Tensor context = guidance == 1.0 ? c : torch::cat({u.expand({B, u.size(1), u.size(2)}), c});
+  Denoiser denoiser = [&](const torch::Tensor& x, int64_t t) {
+    if (guidance == 1.0) return unet(x, torch::full({B}, t, torch::kLong), context);
+    auto parts = unet(torch::cat({x, x}), torch::full({2 * B}, t, torch::kLong), context).chunk(2);
+    return parts[0] + guidance * (parts[1] - parts[0]);
+  };
   return model::sample(schedule(), denoiser, noise, options, generators, on_step);
 }
 
