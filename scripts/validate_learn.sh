@@ -3,7 +3,7 @@
 #
 #   scripts/validate_learn.sh [--bin build/bin] [--bundle models/default] [--data data/fashionworld]
 #                             [--out runs/validate_learn] [--seeds "0 1 2"] [--shots 5] [--steps 300]
-#                             [--variants "inv cls both subspace"] [--no-render] [--threads 2]
+#                             [--variants "inv cls both subspace"] [--no-render] [--no-sanity] [--threads 2]
 #
 # For each hidden category (sneaker with parent shoe, shirt with parent top) and seed:
 #  1. pick `shots` user crops of the category from the *train* split (seeded, distinct
@@ -16,7 +16,10 @@
 #     replaced by "a photo of a <token> {parent}"; baseline row: "a photo of a {parent}";
 #  4. render grids (DDIM 50, guidance 4, 4 seeds) of the token prompt and of composite
 #     prompts in three colours, one row per variant.
-# Writes $OUT/results.md and $OUT/results.json (tables) and $OUT/grids/*.png. Resumable: a
+#  5. (unless --no-sanity) the same four variants on a concept the default encoders do see,
+#     a colour: 5 images of red shoes (blue tops) stand in for "red" ("blue") in colour
+#     classification of the validation shoes (tops), the other colours as negative prompts.
+# Writes $OUT/results.md and $OUT/results.jsonl (tables) and $OUT/grids/*.png. Resumable: a
 # token that exists is not learned again.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,6 +32,7 @@ SHOTS=5
 STEPS=""
 VARIANTS="inv cls both subspace"
 RENDER=1
+SANITY=1
 THREADS=2
 EXTRA=()
 while [ $# -gt 0 ]; do
@@ -42,6 +46,7 @@ while [ $# -gt 0 ]; do
     --steps) STEPS=$2; shift 2 ;;
     --variants) VARIANTS=$2; shift 2 ;;
     --no-render) RENDER=0; shift ;;
+    --no-sanity) SANITY=0; shift ;;
     --threads) THREADS=$2; shift 2 ;;
     --) shift; EXTRA=("$@"); break ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
@@ -80,7 +85,8 @@ def items(data, split, source=None, limit=0):
         for k, it in a.items():
             if k.startswith("item") and it["style"] > 0:
                 out.append({"image": os.path.join(data, split, "image", stem + ".jpg"), "box": it["bounding_box"],
-                            "category": it["category_name"], "pair_id": a["pair_id"], "color": it.get("color")})
+                            "category": it["category_name"], "pair_id": a["pair_id"], "color": it.get("color"),
+                            "parent": it.get("parent")})
     return out
 
 
@@ -151,10 +157,13 @@ def read_token(path):
     return name, torch.from_numpy(v.copy())[0], meta
 
 
-def image_features(bundle, data, cache, split="validation", limit=0):
+def image_features(bundle, data, cache, split="validation", limit=0, extra=False):
+    """Normalised features of every item (style > 0) and their categories; with extra, also
+    their colours and parents."""
     if os.path.exists(cache):
         z = np.load(cache, allow_pickle=True)
-        return z["feats"], list(z["cats"])
+        if "colors" in z:
+            return (z["feats"], list(z["cats"])) + ((list(z["colors"]), list(z["parents"])) if extra else ())
     m = bundle.m["image"]
     enc = torch.jit.load(os.path.join(bundle.path, m["file"])).eval()
     S = m["size"]
@@ -179,8 +188,11 @@ def image_features(bundle, data, cache, split="validation", limit=0):
         feats.append(torch.nn.functional.normalize(f, dim=-1).numpy())
     feats = np.concatenate(feats)
     cats = [it["category"] for it in its]
-    np.savez(cache, feats=feats, cats=np.array(cats, dtype=object))
-    return feats, cats
+    colors = [it["color"] for it in its]
+    parents = [it["parent"] for it in its]
+    np.savez(cache, feats=feats, cats=np.array(cats, dtype=object), colors=np.array(colors, dtype=object),
+             parents=np.array(parents, dtype=object))
+    return (feats, cats) + ((colors, parents) if extra else ())
 
 
 def article(w):
@@ -219,6 +231,56 @@ def evaluate(bundle_dir, data, token_path, hidden, cache, split="validation", li
             "classes": len(names)}
 
 
+COLOURS = ["red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "grey", "black"]
+
+
+def select_colour(data, colour, parent, seed, shots, out_dir, n_neg=16):
+    """Sanity set: `shots` user crops of `colour` items of `parent` (distinct identities) and
+    user crops of the parent in other colours as negatives."""
+    rng = np.random.default_rng(2000 + seed)
+    train = [it for it in items(data, "train", "user") if it["parent"] == parent and it["pair_id"] <= 5000]
+    pos = [it for it in train if it["color"] == colour]
+    by_pair = {}
+    for it in pos:
+        by_pair.setdefault(it["pair_id"], []).append(it)
+    pairs = sorted(by_pair)
+    chosen = [by_pair[p][rng.integers(len(by_pair[p]))] for p in rng.choice(pairs, shots, replace=False)]
+    other = [it for it in train if it["color"] != colour]
+    negs = [other[i] for i in rng.choice(len(other), n_neg, replace=False)]
+    for sub, lst in (("images", chosen), ("negatives", negs)):
+        d = os.path.join(out_dir, sub)
+        os.makedirs(d, exist_ok=True)
+        for i, it in enumerate(lst):
+            Image.open(it["image"]).convert("RGB").crop(tuple(it["box"])).save(os.path.join(d, "%02d.png" % i))
+
+
+def evaluate_colour(bundle_dir, data, token_path, colour, parent, cache, split="validation", limit=0):
+    """Colour classification of the items of `parent` over "a photo of a {c} {parent}", the
+    colour's prompt replaced by the token prompt ('' token: the parent alone; WORD: the
+    colour word itself, the reference)."""
+    b = Bundle(bundle_dir)
+    feats, cats, colors, parents = image_features(b, data, cache, split, int(limit), extra=True)
+    prompts, tok, vec = [], None, None
+    if token_path and token_path != "WORD":
+        tok, vec, _ = read_token(token_path)
+    for c in COLOURS:
+        if c == colour and token_path == "WORD":
+            prompts.append(f"a photo of {article(c)} {c} {parent}")
+        elif c == colour:
+            prompts.append(f"a photo of a {tok} {parent}" if tok else f"a photo of {article(parent)} {parent}")
+        else:
+            prompts.append(f"a photo of {article(c)} {c} {parent}")
+    _, tf = b.encode(prompts, tok, vec)
+    tf = torch.nn.functional.normalize(tf, dim=-1).numpy()
+    keep = np.array([p == parent for p in parents])
+    f, y = feats[keep], np.array([COLOURS.index(c) for c, k in zip(colors, keep) if k])
+    pred = (f @ tf.T).argmax(1)
+    h = COLOURS.index(colour)
+    return {"accuracy": float((pred == y).mean()), "hidden_recall": float((pred[y == h] == h).mean()),
+            "hidden_precision": float((y[pred == h] == h).mean()) if (pred == h).any() else 0.0,
+            "items": int(len(y)), "classes": len(COLOURS)}
+
+
 def render(bundle_dir, rows, out_png, seeds=(0, 1, 2, 3), steps=50, guidance=4.0):
     """rows: [(label, token_path, [prompts])]; one grid row per (label, prompt)."""
     b = Bundle(bundle_dir)
@@ -250,6 +312,7 @@ def render(bundle_dir, rows, out_png, seeds=(0, 1, 2, 3), steps=50, guidance=4.0
                 img = dec(x).clamp(-1, 1)
             tiles.append(((img + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy())
             labels.append(f"{label}: {p}")
+    tiles = [np.stack([np.asarray(Image.fromarray(t).resize((64, 64), Image.NEAREST)) for t in row]) for row in tiles]
     H, W = tiles[0].shape[1:3]
     pad, lab_w = 2, 300
     grid = Image.new("RGB", (lab_w + len(seeds) * (W + pad) + pad, len(tiles) * (H + pad) + pad), "white")
@@ -271,6 +334,10 @@ if __name__ == "__main__":
         extra = sys.argv[7:]
         print(json.dumps(evaluate(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6],
                                   extra[0] if extra else "validation", int(extra[1]) if len(extra) > 1 else 0)))
+    elif cmd == "select_colour":
+        select_colour(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6]), sys.argv[7])
+    elif cmd == "eval_colour":
+        print(json.dumps(evaluate_colour(*sys.argv[2:])))
     elif cmd == "render":
         render(sys.argv[2], json.loads(sys.argv[4]), sys.argv[3])
 PYEOF
@@ -312,7 +379,21 @@ for pair in sneaker:shoe shirt:top; do
       echo "$cat $v seed $seed: $m"
     done
   done
-  if [ "$RENDER" = 1 ]; then
+  if [ "$RENDER" = 1 ] && [ -x "$BIN/ctok-render" ]; then
+    # The toolkit's renderer: one grid, a row per (variant, prompt), 4 seeds per row.
+    mkdir -p "$OUT/grids"
+    : >"$OUT/grids/$cat.prompts"
+    toks=()
+    for v in $VARIANTS; do
+      t="<$cat-$v>"
+      printf '%s\n' "a photo of a $t $parent" "a photo of a red $t $parent" "a photo of a blue $t $parent" \
+        "a photo of a green $t $parent" >>"$OUT/grids/$cat.prompts"
+      toks+=(--token "$OUT/$cat/seed${SEEDS%% *}/$v.safetensors")
+    done
+    "$BIN/ctok-render" --bundle "$BUNDLE" --prompts "$OUT/grids/$cat.prompts" "${toks[@]}" --n 4 --steps 50 \
+      --guidance 4 --seed 0 --threads "$THREADS" -q --force --out "$OUT/grids/$cat.png"
+    echo "grid: $OUT/grids/$cat.png"
+  elif [ "$RENDER" = 1 ]; then
     mkdir -p "$OUT/grids"
     rows="["
     for v in $VARIANTS; do
@@ -324,6 +405,40 @@ for pair in sneaker:shoe shirt:top; do
     echo "grid: $OUT/grids/$cat.png"
   fi
 done
+# Sanity check where the default encoders do carry the signal (colour): a token learned from
+# `shots` images of one colour stands in for that colour's prompt; the negative prompts are
+# the other colours.
+if [ "$SANITY" = 1 ]; then
+  CACHE_C="$OUT/val_features_colour_$(sha256sum "$BUNDLE/image_encoder.pt" | cut -c1-12).npz"
+  for pair in red:shoe blue:top; do
+    col=${pair%%:*}
+    parent=${pair##*:}
+    negs=()
+    for c in red orange yellow green blue purple pink brown grey black; do
+      [ "$c" = "$col" ] || negs+=(--negative-prompt "a photo of a $c $parent")
+    done
+    base=$($PY "$HELPER" eval_colour "$BUNDLE" "$DATA" "" "$col" "$parent" "$CACHE_C")
+    echo "{\"category\": \"colour $col ($parent)\", \"variant\": \"baseline\", \"seed\": null, \"metrics\": $base}" >>"$RESULTS.tmp"
+    word=$($PY "$HELPER" eval_colour "$BUNDLE" "$DATA" WORD "$col" "$parent" "$CACHE_C")
+    echo "{\"category\": \"colour $col ($parent)\", \"variant\": \"word\", \"seed\": null, \"metrics\": $word}" >>"$RESULTS.tmp"
+    for seed in $SEEDS; do
+      sel="$OUT/colour-$col/seed$seed"
+      [ -d "$sel/images" ] || $PY "$HELPER" select_colour "$DATA" "$col" "$parent" "$seed" "$SHOTS" "$sel"
+      for v in $VARIANTS; do
+        tok="$sel/$v.safetensors"
+        if [ ! -f "$tok" ]; then
+          # shellcheck disable=SC2046
+          "$BIN/ctok-learn" --bundle "$BUNDLE" --images "$sel/images" --negatives "$sel/negatives" \
+            --parent "$parent" --token "<$col-$v>" --seed "$seed" --threads "$THREADS" -q "${negs[@]}" \
+            ${STEPS:+--steps $STEPS} $(variant_flags "$v") --log "$sel/$v.csv" --out "$tok" "${EXTRA[@]}"
+        fi
+        m=$($PY "$HELPER" eval_colour "$BUNDLE" "$DATA" "$tok" "$col" "$parent" "$CACHE_C")
+        echo "{\"category\": \"colour $col ($parent)\", \"variant\": \"$v\", \"seed\": $seed, \"metrics\": $m}" >>"$RESULTS.tmp"
+        echo "colour $col $v seed $seed: $m"
+      done
+    done
+  done
+fi
 mv "$RESULTS.tmp" "$RESULTS"
 
 # Summary table: mean ± std over seeds.
@@ -332,7 +447,7 @@ import json, sys, statistics as st
 rows = [json.loads(l) for l in open(sys.argv[1])]
 keys = ["accuracy", "hidden_recall", "hidden_precision", "parent_accuracy"]
 out = ["| category | variant | seeds | " + " | ".join(keys) + " |", "|" + " --- |" * (3 + len(keys))]
-order = ["baseline", "inv", "cls", "both", "subspace"]
+order = ["baseline", "word", "inv", "cls", "both", "subspace"]
 for cat in dict.fromkeys(r["category"] for r in rows):
     for v in order:
         rs = [r for r in rows if r["category"] == cat and r["variant"] == v]
@@ -340,7 +455,10 @@ for cat in dict.fromkeys(r["category"] for r in rows):
             continue
         cells = []
         for k in keys:
-            xs = [r["metrics"][k] for r in rs]
+            xs = [r["metrics"][k] for r in rs if k in r["metrics"]]
+            if not xs:
+                cells.append("-")
+                continue
             cells.append(f"{st.mean(xs):.3f}" + (f" ± {st.stdev(xs):.3f}" if len(xs) > 1 else ""))
         out.append(f"| {cat} | {v} | {len(rs) if rs[0]['seed'] is not None else '-'} | " + " | ".join(cells) + " |")
 open(sys.argv[2], "w").write("\n".join(out) + "\n")

@@ -169,7 +169,11 @@ int run(const Options& o) {
     return 130;
   }
   ensure_parent_dir(o.out);
-  token::write_token_file(o.out, result.token);
+  token::write_token_file(o.out, result.token);  // atomic; the checkpoint goes only after it
+  if (!o.keep_checkpoint) {
+    std::error_code ec;
+    fs::remove(ro.checkpoint_path, ec);
+  }
   spdlog::info("wrote {} ({} step(s), {:.1f} s, final loss {:.4f})", o.out, result.steps_done, result.seconds,
                result.metrics.value("loss", 0.0));
   return 0;

@@ -173,11 +173,22 @@ ImageCache build_image_cache(model::Bundle& bundle, model::ClipModel& clip, mode
           SafetensorsFile f = read_safetensors(cache_file);
           const TensorData* ft = f.find("features");
           const TensorData* lt = f.find("latents");
-          if ((!r.want_features || (ft && !ft->shape.empty() && ft->shape[0] == V)) &&
-              (!r.want_latents || (lt && !lt->shape.empty() && lt->shape[0] == V))) {
-            if (r.want_features) feat_rows[i] = from_data(*ft);
-            if (r.want_latents) lat_rows[i] = from_data(*lt);
-            continue;
+          const std::vector<int64_t> want_f{V, bundle.image_feature_dim()};
+          std::vector<int64_t> want_l{V};
+          if (r.want_latents) {
+            const auto ls = diffusion->latent_shape();
+            want_l.insert(want_l.end(), ls.begin(), ls.end());
+          }
+          if ((!r.want_features || (ft && ft->shape == want_f)) && (!r.want_latents || (lt && lt->shape == want_l))) {
+            torch::Tensor f = r.want_features ? from_data(*ft) : torch::Tensor();
+            torch::Tensor l = r.want_latents ? from_data(*lt) : torch::Tensor();
+            if ((!f.defined() || torch::isfinite(f).all().item<bool>()) &&
+                (!l.defined() || torch::isfinite(l).all().item<bool>())) {
+              feat_rows[i] = f;
+              lat_rows[i] = l;
+              continue;
+            }
+            spdlog::warn("ignoring a cache file with NaN/Inf values: {}", cache_file);
           }
         } catch (const Error& e) {
           spdlog::warn("ignoring a bad cache file {}: {}", cache_file, e.message());

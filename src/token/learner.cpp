@@ -92,6 +92,8 @@ struct Learner::Impl {
   torch::Tensor param;  // [n, k] or [n, W] float32 on device, leaf
   torch::Tensor adam_m, adam_v;
   int step = 0;
+  std::vector<StepLosses> recent;  // the last kRecent steps (checkpointed: metrics survive a resume)
+  static constexpr std::size_t kRecent = 10;
 
   Impl(model::Bundle& b, LearnRequest r) : bundle(b), req(std::move(r)), cfg(req.config), clip(b) {}
 
@@ -415,6 +417,8 @@ torch::Tensor Learner::vectors() const {
 }
 torch::Tensor Learner::parameter() const { return impl_->param.detach().to(torch::kCPU).contiguous(); }
 
+const std::vector<StepLosses>& Learner::recent_losses() const { return impl_->recent; }
+
 StepLosses Learner::forward_backward(int s) {
   torch::Tensor grad;
   return impl_->compute(s, &grad);
@@ -449,6 +453,8 @@ StepLosses Learner::step() {
   m.adam_v = av;
   m.step = s + 1;
   losses.vector_norm = m.current_vectors().norm(2, 1).mean().item<double>();
+  m.recent.push_back(losses);
+  if (m.recent.size() > Impl::kRecent) m.recent.erase(m.recent.begin());
   return losses;
 }
 
@@ -474,6 +480,9 @@ void Learner::save_checkpoint(const std::string& path, double seconds) const {
   f.metadata["data_sha256"] = m.data_sha256;
   f.metadata["param_kind"] = m.subspace ? "coefficients" : "vectors";
   f.metadata["seconds"] = fmt_double(seconds);
+  nlohmann::json recent = nlohmann::json::array();
+  for (const auto& l : m.recent) recent.push_back({l.total, l.inv, l.cls_text, l.cls_image, l.norm, l.vector_norm, l.lr});
+  f.metadata["recent_losses"] = recent.dump();
   ensure_parent_dir(path);
   write_safetensors(path, f);  // atomic
 }
@@ -548,10 +557,29 @@ double Learner::load_checkpoint(const std::string& path) {
       !torch::isfinite(av).all().item<bool>()) {
     throw bad_input("checkpoint holds NaN/Inf values").file(path);
   }
+  std::vector<StepLosses> recent;
+  try {
+    // Non-finite values (a norm that overflowed) are stored as null.
+    auto num = [](const nlohmann::json& x) { return x.is_null() ? std::nan("") : x.get<double>(); };
+    for (const auto& r : nlohmann::json::parse(meta("recent_losses"))) {
+      StepLosses l;
+      l.total = num(r.at(0));
+      l.inv = num(r.at(1));
+      l.cls_text = num(r.at(2));
+      l.cls_image = num(r.at(3));
+      l.norm = num(r.at(4));
+      l.vector_norm = num(r.at(5));
+      l.lr = num(r.at(6));
+      recent.push_back(l);
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw bad_input(std::string("checkpoint metadata recent_losses is malformed: ") + e.what()).file(path);
+  }
   m.param = p;
   m.adam_m = am;
   m.adam_v = av;
   m.step = static_cast<int>(step);
+  m.recent = recent;
   double seconds = 0;
   try {
     seconds = std::stod(meta("seconds"));
@@ -641,7 +669,6 @@ LearnResult learn(Learner& learner, const RunOptions& options) {
   auto elapsed = [&] {
     return seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   };
-  std::vector<StepLosses> recent;
   for (int s = start; s < c.steps; ++s) {
     StepLosses l;
     try {
@@ -655,8 +682,6 @@ LearnResult learn(Learner& learner, const RunOptions& options) {
       throw runtime_failure("learning stopped: " + e.message() + "; " + where +
                             ". Try a smaller --lr or other loss weights.");
     }
-    recent.push_back(l);
-    if (recent.size() > 10) recent.erase(recent.begin());
     if (log) {
       log << (s + 1) << ',' << fmt_double(l.total) << ',' << fmt_double(l.inv) << ',' << fmt_double(l.cls_text) << ','
           << fmt_double(l.cls_image) << ',' << fmt_double(l.norm) << ',' << fmt_double(l.vector_norm) << ','
@@ -691,6 +716,7 @@ LearnResult learn(Learner& learner, const RunOptions& options) {
   result.steps_done = learner.steps_done();
   result.seconds = elapsed();
   StepLosses mean;
+  const std::vector<StepLosses>& recent = learner.recent_losses();
   for (const auto& l : recent) {
     mean.total += l.total / recent.size();
     mean.inv += l.inv / recent.size();
@@ -711,10 +737,7 @@ LearnResult learn(Learner& learner, const RunOptions& options) {
                     {"vocab_mean_norm", learner.vocab_norm()},
                     {"subspace_dim", learner.subspace() ? learner.subspace()->dim() : 0}};
   result.token = learner.token_file(result.metrics);
-  if (!options.checkpoint_path.empty() && !options.keep_checkpoint) {
-    std::error_code ec;
-    fs::remove(options.checkpoint_path, ec);
-  } else if (!options.checkpoint_path.empty()) {
+  if (!options.checkpoint_path.empty() && options.keep_checkpoint) {
     learner.save_checkpoint(options.checkpoint_path, result.seconds);
   }
   return result;

@@ -80,6 +80,7 @@ class Learner {
   const std::vector<std::string>& token_prompts() const;     // one per template
   const std::vector<std::string>& negative_prompts() const;  // of the first template (log)
 
+  const std::vector<StepLosses>& recent_losses() const;  // the last 10 steps (kept across a resume)
   torch::Tensor vectors() const;    // current v [n, width] float32 CPU
   torch::Tensor parameter() const;  // current c [n, k] (subspace) or v, float32 CPU
 
@@ -109,7 +110,7 @@ class Learner {
 struct RunOptions {
   std::string checkpoint_path;  // "" : no checkpoints
   std::string resume_path;      // "" : start fresh
-  bool keep_checkpoint = false; // false: remove checkpoint_path after a successful run
+  bool keep_checkpoint = false; // true: also write a checkpoint of the final state (to extend the run later)
   std::string log_path;         // per-step CSV ("" : none)
   bool progress = true;         // progress bar / periodic lines
   const std::atomic<bool>* stop = nullptr;                    // set by Ctrl-C; checked after each step
@@ -129,7 +130,9 @@ struct LearnResult {
 };
 
 // Runs the remaining steps with checkpoints, log and progress. A NaN/Inf loss throws a
-// runtime_failure that names the step and the last good checkpoint (left untouched).
+// runtime_failure that names the step and the last good checkpoint (left untouched). The
+// checkpoint file is left in place: the caller removes it once the token file is written
+// (so a crash in between still has something to resume from).
 LearnResult learn(Learner& learner, const RunOptions& options);
 
 }  // namespace ctok::token
