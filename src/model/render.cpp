@@ -130,7 +130,13 @@ RenderResult render(Bundle& bundle, const TokenVectors& tokens, const RenderOpti
 
   PromptBatch prompts = clip.tokenize(o.prompts, tokens);
   TextEncoding cond = clip.encode(prompts, tokens);
-  torch::Tensor uncond = o.guidance != 1.0 ? clip.encode_text({o.negative}, tokens).hidden : cond.hidden.slice(0, 0, 1);
+  PromptBatch negative = clip.tokenize({o.negative}, tokens);
+  torch::Tensor uncond = o.guidance != 1.0 ? clip.encode(negative, tokens).hidden : cond.hidden.slice(0, 0, 1);
+  for (const auto& [name, v] : tokens) {
+    if (!prompts.token_lengths.count(name) && !negative.token_lengths.count(name)) {
+      spdlog::warn("token {} is loaded but no prompt uses it", name);
+    }
+  }
 
   struct Item {
     int prompt, index;

@@ -243,3 +243,11 @@ TEST(ModelBundle, FrozenModulesKeepParity) {
   Bundle b = Bundle::load(plain);
   for (const auto& r : check_reference(b)) EXPECT_TRUE(r.passed) << "plain: " << r.key;
 }
+
+TEST(ModelBundle, UNetContextWidthMismatchNamesBothWidths) {
+  // The default bundle's UNet (context width 128) inside the fixture (text.width 24).
+  if (!fs::exists(kDefault + "/unet.pt")) GTEST_SKIP() << "no default bundle";
+  BundleCopy c([](nlohmann::json& j) { j["sha256"].erase("unet.pt"); });
+  fs::copy_file(kDefault + "/unet.pt", c.dir() + "/unet.pt", fs::copy_options::overwrite_existing);
+  expect_bad_input([&] { Bundle::load(opts(c.dir())); }, {"unet.pt", "diffusion.unet", "24", "128"});
+}
