@@ -18,7 +18,8 @@
 #     prompts in three colours, one row per variant.
 #  5. (unless --no-sanity) the same four variants on a concept the default encoders do see,
 #     a colour: 5 images of red shoes (blue tops) stand in for "red" ("blue") in colour
-#     classification of the validation shoes (tops), the other colours as negative prompts.
+#     classification of the validation shoes (tops), the parent alone and the other colours as
+#     negative prompts.
 # Writes $OUT/results.md and $OUT/results.jsonl (tables) and $OUT/grids/*.png. Resumable: a
 # token that exists is not learned again.
 set -euo pipefail
@@ -380,7 +381,8 @@ for pair in sneaker:shoe shirt:top; do
     done
   done
   if [ "$RENDER" = 1 ] && [ -x "$BIN/ctok-render" ]; then
-    # The toolkit's renderer: one grid, a row per (variant, prompt), 4 seeds per row.
+    # The toolkit's renderer: one grid, a row per (variant, prompt), 4 seeds per row (its
+    # captions are cut at 32 px tiles; the labelled grid below shows the same prompts).
     mkdir -p "$OUT/grids"
     : >"$OUT/grids/$cat.prompts"
     toks=()
@@ -391,9 +393,11 @@ for pair in sneaker:shoe shirt:top; do
       toks+=(--token "$OUT/$cat/seed${SEEDS%% *}/$v.safetensors")
     done
     "$BIN/ctok-render" --bundle "$BUNDLE" --prompts "$OUT/grids/$cat.prompts" "${toks[@]}" --n 4 --steps 50 \
-      --guidance 4 --seed 0 --threads "$THREADS" -q --force --out "$OUT/grids/$cat.png"
-    echo "grid: $OUT/grids/$cat.png"
-  elif [ "$RENDER" = 1 ]; then
+      --guidance 4 --seed 0 --threads "$THREADS" -q --force --out "$OUT/grids/$cat.ctok-render.png"
+    echo "grid: $OUT/grids/$cat.ctok-render.png"
+  fi
+  if [ "$RENDER" = 1 ]; then
+    # Labelled grid (Python DDIM, same sampler settings), tiles upscaled to 64 px.
     mkdir -p "$OUT/grids"
     rows="["
     for v in $VARIANTS; do
@@ -407,15 +411,18 @@ for pair in sneaker:shoe shirt:top; do
 done
 # Sanity check where the default encoders do carry the signal (colour): a token learned from
 # `shots` images of one colour stands in for that colour's prompt; the negative prompts are
-# the other colours.
+# the parent alone and the other colours.
 if [ "$SANITY" = 1 ]; then
   CACHE_C="$OUT/val_features_colour_$(sha256sum "$BUNDLE/image_encoder.pt" | cut -c1-12).npz"
   for pair in red:shoe blue:top; do
     col=${pair%%:*}
     parent=${pair##*:}
-    negs=()
+    # The method's default negatives keep the parent alone; here the siblings are the other
+    # colours. (Leaving "a photo of a $parent" out lets the token stay generic: measured.)
+    negs=(--negative-prompt "a photo of a $parent")
     for c in red orange yellow green blue purple pink brown grey black; do
-      [ "$c" = "$col" ] || negs+=(--negative-prompt "a photo of a $c $parent")
+      a=a; [ "$c" = orange ] && a=an
+      [ "$c" = "$col" ] || negs+=(--negative-prompt "a photo of $a $c $parent")
     done
     base=$($PY "$HELPER" eval_colour "$BUNDLE" "$DATA" "" "$col" "$parent" "$CACHE_C")
     echo "{\"category\": \"colour $col ($parent)\", \"variant\": \"baseline\", \"seed\": null, \"metrics\": $base}" >>"$RESULTS.tmp"
