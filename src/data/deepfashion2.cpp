@@ -266,7 +266,7 @@ Split read_split(const std::string& root, const std::string& split, const SplitO
   const fs::path image_dir = fs::path(out.dir) / "image";
   std::vector<Annotation> parsed(files.size());
   std::vector<std::string> errors(files.size());
-  std::vector<bool> bad(files.size(), false);
+  std::vector<char> bad(files.size(), 0);  // not vector<bool>: threads write neighbouring entries
   std::vector<std::exception_ptr> exceptions(files.size());
   std::atomic<std::size_t> next{0};
   auto work = [&] {
@@ -275,7 +275,7 @@ Split read_split(const std::string& root, const std::string& split, const SplitO
         const std::string stem = fs::path(files[i]).stem().string();
         parsed[i] = read_annotation(files[i], (image_dir / (stem + ".jpg")).string());
       } catch (const Error& e) {
-        bad[i] = true;
+        bad[i] = 1;
         errors[i] = e.what();
         exceptions[i] = std::current_exception();
       }
