@@ -75,6 +75,24 @@ class Log:
 
 log = Log()
 
+# The device the training stages run on (--device). Caches, checkpoints and the exported
+# bundle always live on the CPU; stages move what they use.
+DEV = torch.device("cpu")
+
+
+def tload(path: str):
+    """torch.load onto the CPU (checkpoints may come from a GPU run of another torch)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except TypeError:  # torch without weights_only
+        return torch.load(path, map_location="cpu")
+
+
+def model_device(m) -> torch.device:
+    for p in m.parameters():
+        return p.device
+    return torch.device("cpu")
+
 
 # ---------------------------------------------------------------------------------------
 # models (all scriptable)
@@ -418,12 +436,12 @@ def to_pixels(u8: Tensor) -> Tensor:
 def augment(x: Tensor, gen: torch.Generator, strength: float = 1.0) -> Tensor:
     """Random scale/shift (affine resample), flip, brightness/contrast on [-1,1] batches."""
     b = x.shape[0]
-    u = lambda *s: torch.rand(*s, generator=gen)
+    u = lambda *s: torch.rand(*s, generator=gen).to(x.device)
     scale = 1.0 - 0.3 * strength * u(b) + 0.1 * strength * u(b)   # zoom in/out
     tx = (u(b) - 0.5) * 0.3 * strength
     ty = (u(b) - 0.5) * 0.3 * strength
     flip = torch.where(u(b) < 0.5, -1.0, 1.0)
-    theta = torch.zeros(b, 2, 3)
+    theta = torch.zeros(b, 2, 3, device=x.device)
     theta[:, 0, 0] = scale * flip
     theta[:, 1, 1] = scale
     theta[:, 0, 2] = tx
@@ -461,7 +479,7 @@ def _read_split(root: str, split: str) -> Tuple[list, list]:
 def build_cache(root: str, split: str, path: str) -> dict:
     """Preload a split at 32x32: full images and box crops of items with style > 0."""
     if os.path.exists(path):
-        return torch.load(path)
+        return tload(path)
     from PIL import Image
     images, caps = _read_split(root, split)
     index = {im["file"]: i for i, im in enumerate(images)}
@@ -616,7 +634,7 @@ def timed_training(name: str, work: str, budget_min: float, step_fn, state: dict
     """
     ck = os.path.join(work, name + ".ckpt")
     if os.path.exists(ck):
-        saved = torch.load(ck)
+        saved = tload(ck)
         for k, m in modules.items():
             m.load_state_dict(saved["modules"][k])
         opt.load_state_dict(saved["opt"])
@@ -807,13 +825,13 @@ class Ctx:
         tok = self.tokenizer()
         text = make_text_encoder(tok.vocab_size)
         image = make_image_encoder()
-        d = torch.load(self.path("clip.pt"))
+        d = tload(self.path("clip.pt"))
         text.load_state_dict(d["text"])
         image.load_state_dict(d["image"])
         scale = float(d["logit_scale"])
         if base_only or not os.path.exists(self.path("clip2.pt")):
             return text.eval(), image.eval(), scale
-        d2 = torch.load(self.path("clip2.pt"))
+        d2 = tload(self.path("clip2.pt"))
         text.projection = make_text_head(text.token_embedding.shape[1], d2["feature_dim"])
         text.projection.load_state_dict(d2["head"])
         image.load_state_dict(d2["image"])
@@ -821,14 +839,14 @@ class Ctx:
 
     def vae(self) -> Tuple[VaeEncoder, VaeDecoder, float]:
         enc, dec = VaeEncoder(), VaeDecoder()
-        d = torch.load(self.path("vae.pt"))
+        d = tload(self.path("vae.pt"))
         enc.load_state_dict(d["enc"])
         dec.load_state_dict(d["dec"])
         return enc.eval(), dec.eval(), float(d["latent_scale"])
 
     def unet(self) -> LatentUNet:
         u = LatentUNet()
-        u.load_state_dict(torch.load(self.path("unet.pt"))["unet"])
+        u.load_state_dict(tload(self.path("unet.pt"))["unet"])
         return u.eval()
 
 
@@ -870,9 +888,9 @@ def stage_clip(ctx: Ctx) -> dict:
     tr = ctx.train
     tok = ctx.tokenizer()
     seed_all(a.seed)
-    text = make_text_encoder(tok.vocab_size)
-    image = make_image_encoder()
-    scale = nn.Parameter(torch.tensor(math.log(10.0)))
+    text = make_text_encoder(tok.vocab_size).to(DEV)
+    image = make_image_encoder().to(DEV)
+    scale = nn.Parameter(torch.tensor(math.log(10.0), device=DEV))
     log(f"clip: text {n_params(text)} params, image {n_params(image)} params")
     decay, no_decay = [], []
     for m in (text, image):
@@ -885,6 +903,10 @@ def stage_clip(ctx: Ctx) -> dict:
     parsed = torch.tensor([ctx.space.parse(c) for c in caps])
     cap_full, cap_crop, cap_attr = tr["cap_full"], tr["cap_crop"], tr["cap_attr"]
     usable = torch.nonzero((cap_full >= 0) | (cap_crop >= 0)).flatten()
+    # Colour-grouped batches: every image of such a batch has one of two colours, so the
+    # colour word cannot tell the captions apart and category and pattern must.
+    by_colour = [usable[cap_attr[usable, 1] == c] for c in range(len(COLOURS))]
+    full_d, crops_d = tr["full"].to(DEV), tr["crops"].to(DEV)
     gen = torch.Generator().manual_seed(a.seed + 1)
     rng = random.Random(a.seed + 2)
     tcache: dict = {}
@@ -900,12 +922,12 @@ def stage_clip(ctx: Ctx) -> dict:
     def step_fn(step: int) -> float:
         text.train()
         image.train()
-        idx = usable[torch.randint(len(usable), (B,), generator=gen)]
+        idx = sample_batch(usable, by_colour, B, a.clip_colour_groups, gen)
         use_crop = torch.rand(B, generator=gen) < a.crop_rate
         use_crop = (use_crop & (cap_crop[idx] >= 0)) | (cap_full[idx] < 0)
-        imgs = torch.where(use_crop[:, None, None, None],
-                           tr["crops"][cap_crop[idx].clamp(min=0)],
-                           tr["full"][cap_full[idx].clamp(min=0)])
+        imgs = torch.where(use_crop[:, None, None, None].to(DEV),
+                           crops_d[cap_crop[idx].clamp(min=0).to(DEV)],
+                           full_d[cap_full[idx].clamp(min=0).to(DEV)])
         x = augment(to_pixels(imgs), gen)
         texts, desc = [], []
         for j in idx.tolist():
@@ -917,12 +939,13 @@ def stage_clip(ctx: Ctx) -> dict:
             desc.append(d)
         ids, eos = _text_batch(tok, texts, tcache)
         L = int(eos.max()) + 1  # causal: positions after the last eos change nothing pooled
-        _, tf = text(text.token_embedding[ids[:, :L]], eos)
+        ids, eos = ids[:, :L].to(DEV), eos.to(DEV)
+        _, tf = text(text.token_embedding[ids], eos)
         imf = image(x)
         tf = F.normalize(tf, dim=-1)
         imf = F.normalize(imf, dim=-1)
         logits = scale.exp().clamp(max=100.0) * imf @ tf.t()
-        match = ctx.space.match(torch.tensor(desc), cap_attr[idx]).float()  # [img, cap]
+        match = ctx.space.match(torch.tensor(desc), cap_attr[idx]).float().to(DEV)
         t_i = match / match.sum(1, keepdim=True)
         t_t = match.t() / match.t().sum(1, keepdim=True)
         loss = 0.5 * (-(t_i * logits.log_softmax(1)).sum(1).mean()
@@ -946,6 +969,21 @@ def stage_clip(ctx: Ctx) -> dict:
     return res
 
 
+def sample_batch(usable: Tensor, by_colour: List[Tensor], b: int, grouped_rate: float,
+                 gen: torch.Generator) -> Tensor:
+    """Caption rows for one batch: uniform over ``usable``, or (with ``grouped_rate``) half
+    from each of two random colours."""
+    if grouped_rate <= 0 or float(torch.rand(1, generator=gen)) >= grouped_rate:
+        return usable[torch.randint(len(usable), (b,), generator=gen)]
+    cols = torch.randperm(len(by_colour), generator=gen)[:2].tolist()
+    parts = []
+    for k, c in enumerate(cols):
+        pool = by_colour[c]
+        n = b // 2 if k == 0 else b - b // 2
+        parts.append(pool[torch.randint(len(pool), (n,), generator=gen)])
+    return torch.cat(parts)
+
+
 def make_text_head(width: int, feature_dim: int) -> nn.Module:
     return nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Linear(2 * width, feature_dim))
 
@@ -963,10 +1001,12 @@ def stage_clip2(ctx: Ctx) -> dict:
     tok = ctx.tokenizer()
     text, image, scale0 = ctx.clip(base_only=True)
     text.requires_grad_(False)
+    text.to(DEV)
+    image.to(DEV)
     seed_all(a.seed + 30)
     width = int(text.token_embedding.shape[1])
-    head = make_text_head(width, 128)
-    scale = nn.Parameter(torch.tensor(math.log(max(scale0, 10.0))))
+    head = make_text_head(width, 128).to(DEV)
+    scale = nn.Parameter(torch.tensor(math.log(max(scale0, 10.0)), device=DEV))
     rng = random.Random(a.seed + 31)
     caps = tr["cap_text"]
     uniq = sorted(set(caps))
@@ -989,8 +1029,9 @@ def stage_clip2(ctx: Ctx) -> dict:
     with torch.no_grad():
         for i in range(0, len(texts), 512):
             ids, eos = tok.encode(texts[i:i + 512])
+            ids, eos = ids.to(DEV), eos.to(DEV)
             h, _ = text(text.token_embedding[ids], eos)
-            pooled.append(h[torch.arange(len(eos)), eos])
+            pooled.append(h[torch.arange(len(eos), device=DEV), eos])
     pooled = torch.cat(pooled)
     log(f"clip2: {len(texts)} captions pooled in {time.time() - t0:.0f}s")
     cap_rows = torch.tensor([cap_row[c] for c in caps])
@@ -1000,6 +1041,8 @@ def stage_clip2(ctx: Ctx) -> dict:
                             lr=a.clip_lr, weight_decay=0.01)
     cap_full, cap_crop, cap_attr = tr["cap_full"], tr["cap_crop"], tr["cap_attr"]
     usable = torch.nonzero((cap_full >= 0) | (cap_crop >= 0)).flatten()
+    by_colour = [usable[cap_attr[usable, 1] == c] for c in range(len(COLOURS))]
+    full_d, crops_d = tr["full"].to(DEV), tr["crops"].to(DEV)
     gen = torch.Generator().manual_seed(a.seed + 32)
     B = a.clip_batch
 
@@ -1010,22 +1053,22 @@ def stage_clip2(ctx: Ctx) -> dict:
 
     def step_fn(step: int) -> float:
         image.train()
-        idx = usable[torch.randint(len(usable), (B,), generator=gen)]
+        idx = sample_batch(usable, by_colour, B, a.clip_colour_groups, gen)
         use_crop = torch.rand(B, generator=gen) < a.crop_rate
         use_crop = (use_crop & (cap_crop[idx] >= 0)) | (cap_full[idx] < 0)
-        imgs = torch.where(use_crop[:, None, None, None],
-                           tr["crops"][cap_crop[idx].clamp(min=0)],
-                           tr["full"][cap_full[idx].clamp(min=0)])
+        imgs = torch.where(use_crop[:, None, None, None].to(DEV),
+                           crops_d[cap_crop[idx].clamp(min=0).to(DEV)],
+                           full_d[cap_full[idx].clamp(min=0).to(DEV)])
         x = augment(to_pixels(imgs), gen)
         attr = cap_attr[idx]
         combo = (attr[:, 0] * len(COLOURS) + attr[:, 1]) * len(PATTERNS) + attr[:, 2]
         srow = len(uniq) + combo * per + torch.randint(per, (B,), generator=gen)
         use_synth = torch.rand(B, generator=gen) < a.synth_rate
         rows = torch.where(use_synth, srow, cap_rows[idx])
-        tf = F.normalize(head(pooled[rows]), dim=-1)
+        tf = F.normalize(head(pooled[rows.to(DEV)]), dim=-1)
         imf = F.normalize(image(x), dim=-1)
         logits = scale.exp().clamp(max=100.0) * imf @ tf.t()
-        match = ctx.space.match(desc_all[rows], attr).float()
+        match = ctx.space.match(desc_all[rows], attr).float().to(DEV)
         t_i = match / match.sum(1, keepdim=True)
         t_t = match.t() / match.t().sum(1, keepdim=True)
         loss = 0.5 * (-(t_i * logits.log_softmax(1)).sum(1).mean()
@@ -1054,11 +1097,11 @@ def stage_vae(ctx: Ctx) -> dict:
     a = ctx.args
     tr = ctx.train
     seed_all(a.seed + 10)
-    enc, dec = VaeEncoder(), VaeDecoder()
+    enc, dec = VaeEncoder().to(DEV), VaeDecoder().to(DEV)
     log(f"vae: encoder {n_params(enc)}, decoder {n_params(dec)} params")
     opt = torch.optim.AdamW(list(enc.parameters()) + list(dec.parameters()), lr=a.vae_lr,
                             weight_decay=0.0)
-    pool = torch.cat([tr["full"], tr["crops"]])
+    pool = torch.cat([tr["full"], tr["crops"]]).to(DEV)
     gen = torch.Generator().manual_seed(a.seed + 11)
     B = a.vae_batch
 
@@ -1068,11 +1111,11 @@ def stage_vae(ctx: Ctx) -> dict:
             self.enc, self.dec = enc, dec
 
     def step_fn(step: int) -> float:
-        x = to_pixels(pool[torch.randint(len(pool), (B,), generator=gen)])
-        flip = torch.rand(B, generator=gen) < 0.5
+        x = to_pixels(pool[torch.randint(len(pool), (B,), generator=gen).to(DEV)])
+        flip = (torch.rand(B, generator=gen) < 0.5).to(DEV)
         x = torch.where(flip[:, None, None, None], x.flip(3), x)
         mean, logvar = enc.posterior(x)
-        z = mean + (0.5 * logvar).exp() * torch.randn(mean.shape, generator=gen)
+        z = mean + (0.5 * logvar).exp() * torch.randn(mean.shape, generator=gen).to(DEV)
         rec = dec(z)
         l_rec = (rec - x).abs().mean() + (rec - x).pow(2).mean()
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
@@ -1087,7 +1130,7 @@ def stage_vae(ctx: Ctx) -> dict:
     enc.eval(), dec.eval()
     with torch.no_grad():
         sel = torch.randperm(len(pool), generator=gen)[:2048]
-        x = to_pixels(pool[sel])
+        x = to_pixels(pool[sel.to(DEV)])
         m = torch.cat([enc(x[i:i + 256]) for i in range(0, len(x), 256)])
         std = float(m.std())
         rec = torch.cat([dec(m[i:i + 256]) for i in range(0, len(m), 256)])
@@ -1108,22 +1151,25 @@ def _hidden_for(ctx: Ctx, text: TextEncoderWrapper, tok: Tokenizer, texts: List[
     with torch.no_grad():
         for i in range(0, len(texts), 512):
             ids, eos = tok.encode(texts[i:i + 512])
-            h, _ = encode_text(text, ids, eos)
-            out.append(h)
+            dev = text.token_embedding.device
+            h, _ = encode_text(text, ids.to(dev), eos.to(dev))
+            out.append(h.cpu())
     return torch.cat(out)
 
 
 def stage_unet(ctx: Ctx) -> dict:
     a = ctx.args
-    tr = ctx.train
-    tok = ctx.tokenizer()
-    text, _, _ = ctx.clip(base_only=True)
-    enc, _, latent_scale = ctx.vae()
     # Latents of the UNet's training views (both flips), and text states of each caption.
     lat_path = ctx.path("unet_latents.pt")
     if os.path.exists(lat_path):
-        d = torch.load(lat_path)
+        d = tload(lat_path)
     else:
+        tr = ctx.train
+        tok = ctx.tokenizer()
+        text, _, _ = ctx.clip(base_only=True)
+        enc, _, latent_scale = ctx.vae()
+        text.to(DEV)
+        enc.to(DEV)
         t0 = time.time()
         caps = tr["cap_text"]
         uniq = sorted(set(caps))
@@ -1153,22 +1199,28 @@ def stage_unet(ctx: Ctx) -> dict:
         lat = []
         with torch.no_grad():
             for i in range(0, len(u8), 512):
-                lat.append(enc(to_pixels(u8[i:i + 512])) * latent_scale)
+                lat.append((enc(to_pixels(u8[i:i + 512].to(DEV))) * latent_scale).cpu())
         d = {"latents": torch.cat(lat).half(), "view_cap": torch.tensor(view_cap),
              "hidden": hidden.half()}
         save_ckpt(lat_path, d)
         log(f"unet: {len(views)} views encoded, {len(uniq)} distinct captions, "
             f"{time.time() - t0:.0f}s")
-    latents, view_cap, hidden = d["latents"], d["view_cap"], d["hidden"].float()
+    latents, view_cap, hidden = d["latents"].to(DEV), d["view_cap"], d["hidden"].float().to(DEV)
     seed_all(a.seed + 20)
-    unet = LatentUNet()
+    unet = LatentUNet().to(DEV)
     log(f"unet: {n_params(unet)} params")
     opt = torch.optim.AdamW(unet.parameters(), lr=a.unet_lr, weight_decay=0.0)
-    ac = alphas_cumprod()
+    ac = alphas_cumprod().to(DEV)
     gen = torch.Generator().manual_seed(a.seed + 21)
     B = a.unet_batch
-    ema_unet = LatentUNet()
-    ema_unet.load_state_dict(unet.state_dict())
+    ema_unet = LatentUNet().to(DEV)
+    if a.unet_init:  # continue from an earlier run's weights (its "raw" and EMA copies)
+        init = tload(a.unet_init)
+        unet.load_state_dict(init.get("raw", init["unet"]))
+        ema_unet.load_state_dict(init["unet"])
+        log(f"unet: initialised from {a.unet_init}")
+    else:
+        ema_unet.load_state_dict(unet.state_dict())
     ema_unet.requires_grad_(False)
 
     class Holder(nn.Module):
@@ -1179,14 +1231,14 @@ def stage_unet(ctx: Ctx) -> dict:
     def step_fn(step: int) -> float:
         unet.train()
         vi = torch.randint(len(latents), (B,), generator=gen)
-        z0 = latents[vi].float()
-        flip = torch.rand(B, generator=gen) < 0.5  # latent flip ~ image flip (conv VAE)
+        z0 = latents[vi.to(DEV)].float()
+        flip = (torch.rand(B, generator=gen) < 0.5).to(DEV)  # latent flip ~ image flip
         z0 = torch.where(flip[:, None, None, None], z0.flip(3), z0)
         ci = view_cap[vi].clone()
         ci[torch.rand(B, generator=gen) < a.cond_drop] = 0
-        ctxt = hidden[ci]
-        t = torch.randint(NUM_TRAIN_TIMESTEPS, (B,), generator=gen)
-        noise = torch.randn(z0.shape, generator=gen)
+        ctxt = hidden[ci.to(DEV)]
+        t = torch.randint(NUM_TRAIN_TIMESTEPS, (B,), generator=gen).to(DEV)
+        noise = torch.randn(z0.shape, generator=gen).to(DEV)
         at = ac[t][:, None, None, None]
         zt = at.sqrt() * z0 + (1 - at).sqrt() * noise
         loss = (unet(zt, t, ctxt) - noise).pow(2).mean()
@@ -1222,10 +1274,11 @@ def article(word: str) -> str:
 @torch.no_grad()
 def text_features(text, tok: Tokenizer, prompts: List[str]) -> Tensor:
     out = []
+    dev = text.token_embedding.device
     for i in range(0, len(prompts), 256):
         ids, eos = tok.encode(prompts[i:i + 256])
-        _, f = text(text.token_embedding[ids], eos)
-        out.append(F.normalize(f, dim=-1))
+        _, f = text(text.token_embedding[ids.to(dev)], eos.to(dev))
+        out.append(F.normalize(f, dim=-1).cpu())
     return torch.cat(out)
 
 
@@ -1239,8 +1292,9 @@ def class_features(text, tok: Tokenizer, groups: List[List[str]]) -> Tensor:
 @torch.no_grad()
 def image_features(image, u8: Tensor) -> Tensor:
     out = []
+    dev = model_device(image)
     for i in range(0, len(u8), 512):
-        out.append(F.normalize(image(to_pixels(u8[i:i + 512])), dim=-1))
+        out.append(F.normalize(image(to_pixels(u8[i:i + 512].to(dev))), dim=-1).cpu())
     return torch.cat(out)
 
 
@@ -1433,6 +1487,9 @@ def parse_args(argv=None):
     p.add_argument("--stages", default=",".join(STAGES))
     p.add_argument("--redo", default="", help="stages to rerun even if done")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda")
+    p.add_argument("--clip-colour-groups", type=float, default=0.5,
+                   help="share of CLIP batches drawn from two colours only")
     p.add_argument("--hidden", default="sneaker,shirt")
     p.add_argument("--max-steps", type=int, default=0, help="cap every stage (debugging)")
     p.add_argument("--clip-minutes", type=float, default=20.0)
@@ -1450,6 +1507,8 @@ def parse_args(argv=None):
     p.add_argument("--unet-batch", type=int, default=64)
     p.add_argument("--unet-views", type=int, default=30000, help="images encoded for the UNet")
     p.add_argument("--unet-lr", type=float, default=2e-3)
+    p.add_argument("--unet-init", default="",
+                   help="unet.pt of an earlier run to continue from (raw and EMA weights)")
     p.add_argument("--ema", type=float, default=0.995)
     p.add_argument("--cond-drop", type=float, default=0.1)
     p.add_argument("--render-prompts", type=int, default=96)
@@ -1463,6 +1522,15 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     a = parse_args(argv)
     torch.set_num_threads(a.threads)
+    global DEV
+    dev = a.device
+    if dev == "auto":
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+    DEV = torch.device(dev)
+    if DEV.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
     os.makedirs(a.work, exist_ok=True)
     log.path = os.path.join(a.work, "train.log")
     log("args:", vars(a))

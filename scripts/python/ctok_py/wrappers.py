@@ -222,7 +222,7 @@ def save_safetensors(path: str, tensors: dict, metadata: Optional[dict] = None) 
         t = tensors[name].detach().cpu().contiguous()
         if t.dtype not in _DTYPES:
             raise ValueError(f"unsupported dtype {t.dtype} for {name}")
-        data = t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        data = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
         header[name] = {"dtype": _DTYPES[t.dtype], "shape": list(t.shape),
                         "data_offsets": [offset, offset + len(data)]}
         blobs.append(data)
