@@ -1,6 +1,6 @@
 // ctok-render: render (composite) prompts with custom tokens to a PNG grid + JSON sidecar.
 //
-//   ctok-render --prompt "a photo of a <tok> dress in blue" --token tokens/x.safetensors \
+//   ctok-render --prompt "a photo of a <tok> dress in blue" --token tokens/x.safetensors
 //       [--token ...] [--negative TEXT] --n 4 --steps 50 --guidance 5 --sampler ddim --seed 0 --out grid.png
 //   ctok-render --prompts prompts.txt ...     one prompt per line: one grid row each, captioned
 #include <CLI/CLI.hpp>
@@ -44,12 +44,14 @@ int main(int argc, char** argv) {
     auto* o_batch = app.add_option("--batch", cli.batch, "images per sampler batch")->capture_default_str();
     auto* o_cols = app.add_option("--cols", cli.cols, "grid columns (default: n)");
     auto* o_capt = app.add_flag("--captions", cli.captions, "caption tiles with their prompt (always with several prompts)");
+    auto* o_scale = app.add_option("--scale", cli.scale, "enlarge grid tiles x N, nearest (0 = auto: tiles >= 128 px)")
+                        ->capture_default_str();
     app.add_option("--precision", precision, "fp32 | bf16 | fp16 (where the device supports it)")->capture_default_str();
     app.add_flag("--no-verify", no_verify, "skip the bundle's sha256 check");
     app.add_option("--out", out, "output PNG; the sidecar is the same name with .json")->required();
     app.add_flag("--force", force, "overwrite existing outputs");
     // A flag given twice: the last one wins (scripts append overrides).
-    for (CLI::Option* opt : {o_neg, o_n, o_steps, o_guid, o_samp, o_eta, o_space, o_batch, o_cols}) {
+    for (CLI::Option* opt : {o_neg, o_n, o_steps, o_guid, o_samp, o_eta, o_space, o_batch, o_cols, o_scale}) {
       opt->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
     }
     tool::parse(app, argc, argv, common);
@@ -67,6 +69,7 @@ int main(int argc, char** argv) {
     if (o_batch->count()) o.batch = cli.batch;
     if (o_cols->count()) o.cols = cli.cols;
     if (o_capt->count()) o.captions = cli.captions;
+    if (o_scale->count()) o.scale = cli.scale;
     if (common.seed) o.seed = *common.seed;
     if (!prompts.empty() || !prompts_file.empty()) o.prompts = prompts;
     if (!prompts_file.empty()) {

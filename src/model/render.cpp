@@ -5,6 +5,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -25,12 +26,44 @@ namespace ctok::model {
 
 namespace fs = std::filesystem;
 
+int effective_scale(int scale, int tile_px) {
+  if (scale > 0) return scale;
+  if (tile_px <= 0) return 1;
+  return std::min(8, (128 + tile_px - 1) / tile_px);
+}
+
+namespace {
+
+// Each pixel becomes an s x s block (renders of small bundles stay crisp and captionable).
+image::Image enlarge_nearest(const image::Image& in, int s) {
+  image::Image out;
+  out.width = in.width * s;
+  out.height = in.height * s;
+  out.rgb.resize(static_cast<size_t>(out.width) * out.height * 3);
+  for (int y = 0; y < out.height; ++y) {
+    const uint8_t* src = in.rgb.data() + static_cast<size_t>(y / s) * in.width * 3;
+    uint8_t* dst = out.rgb.data() + static_cast<size_t>(y) * out.width * 3;
+    for (int x = 0; x < out.width; ++x) {
+      const uint8_t* p = src + static_cast<size_t>(x / s) * 3;
+      dst[3 * x] = p[0];
+      dst[3 * x + 1] = p[1];
+      dst[3 * x + 2] = p[2];
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 void validate(const RenderOptions& o, const Bundle& bundle) {
   if (o.prompts.empty()) throw bad_input("no prompt to render").key("prompt");
   if (o.n < 1) throw bad_input("number of images per prompt must be at least 1").key("n").found(std::to_string(o.n));
   if (o.n > 10000) throw bad_input("too many images per prompt").key("n").expected("<= 10000").found(std::to_string(o.n));
   if (o.batch < 1) throw bad_input("batch must be at least 1").key("batch").found(std::to_string(o.batch));
   if (o.cols < 0) throw bad_input("cols must be >= 0").key("cols").found(std::to_string(o.cols));
+  if (o.scale < 0 || o.scale > 16) {
+    throw bad_input("scale out of range").key("scale").expected("0 (auto) .. 16").found(std::to_string(o.scale));
+  }
   if (!std::isfinite(o.guidance)) throw bad_input("guidance must be a finite number").key("guidance");
   if (!(o.eta >= 0 && o.eta <= 1)) throw bad_input("eta out of range").key("eta").expected("0..1").found(std::to_string(o.eta));
   const int64_t T = bundle.has_diffusion() ? bundle.manifest().diffusion->num_train_timesteps : 1000;
@@ -42,7 +75,7 @@ void validate(const RenderOptions& o, const Bundle& bundle) {
 
 RenderOptions render_options_from_json(const nlohmann::json& j, const std::string& where, RenderOptions o) {
   json::check_keys(j, {"prompts", "negative", "n", "steps", "guidance", "sampler", "eta", "spacing", "seed", "batch",
-                       "cols", "captions"},
+                       "cols", "captions", "scale"},
                    where);
   o.prompts = json::optional<std::vector<std::string>>(j, "prompts", where, o.prompts);
   o.negative = json::optional<std::string>(j, "negative", where, o.negative);
@@ -56,6 +89,7 @@ RenderOptions render_options_from_json(const nlohmann::json& j, const std::strin
   o.batch = json::optional<int>(j, "batch", where, o.batch);
   o.cols = json::optional<int>(j, "cols", where, o.cols);
   o.captions = json::optional<bool>(j, "captions", where, o.captions);
+  o.scale = json::optional<int>(j, "scale", where, o.scale);
   return o;
 }
 
@@ -180,7 +214,8 @@ RenderResult render(Bundle& bundle, const TokenVectors& tokens, const RenderOpti
   std::vector<std::string> captions;
   const bool caption = o.captions || o.prompts.size() > 1;
   for (const auto& im : result.images) {
-    tiles.push_back(im.image);
+    const int s = effective_scale(o.scale, std::min(im.image.width, im.image.height));
+    tiles.push_back(s > 1 ? enlarge_nearest(im.image, s) : im.image);
     if (caption) captions.push_back(o.prompts[static_cast<size_t>(im.prompt)]);
   }
   result.grid = image::make_grid(tiles, o.cols > 0 ? o.cols : o.n, captions);
@@ -227,6 +262,7 @@ nlohmann::json render_record(const Bundle& bundle, const RenderOptions& o, const
   j["seed"] = o.seed;
   j["batch"] = o.batch;
   j["cols"] = o.cols > 0 ? o.cols : o.n;
+  if (m.diffusion) j["scale"] = effective_scale(o.scale, static_cast<int>(m.diffusion->image_size));
   if (m.diffusion) {
     j["image_size"] = m.diffusion->image_size;
     j["latent_shape"] = {m.diffusion->latent_channels, m.diffusion->latent_size, m.diffusion->latent_size};

@@ -78,6 +78,20 @@ w, h = struct.unpack(">II", png[16:24])
 assert [w, h] == j["grid_size"], (w, h, j["grid_size"])
 PYEOF
 
+# --- tile enlargement ---------------------------------------------------------------------
+expect 0 "--scale 1" "" -- "$RENDER" "${COMMON[@]}" --prompt "a red dress" --scale 1 --out "$T/s1.png"
+expect 0 "--scale 3" "" -- "$RENDER" "${COMMON[@]}" --prompt "a red dress" --scale 3 --out "$T/s3.png"
+expect 2 "--scale out of range" "scale" -- "$RENDER" "${COMMON[@]}" --prompt "a red dress" --scale 17 --out "$T/s17.png"
+"$PY" - "$T/s1.json" "$T/s3.json" "$T/a/grid.json" <<'PYEOF' && pass "scale: sidecar and grid size" || fail "scale: sidecar and grid size"
+import json, math, sys
+s1, s3, auto = (json.load(open(p)) for p in sys.argv[1:4])
+size = s1["image_size"]
+assert s1["scale"] == 1 and s3["scale"] == 3, (s1["scale"], s3["scale"])
+assert auto["scale"] == min(8, math.ceil(128 / size)), (auto["scale"], size)
+gap = s1["grid_size"][0] - 2 * size          # what the grid adds around 2 tiles
+assert s3["grid_size"][0] == 2 * 3 * size + gap, (s3["grid_size"], size, gap)
+PYEOF
+
 # --- reproducibility ---------------------------------------------------------------------
 expect 0 "same seed again" "" -- "$RENDER" "${COMMON[@]}" --prompt "a photo of a <tok> dress in blue" \
   --token "$T/tok.safetensors" --seed 0 --out "$T/b.png"

@@ -39,7 +39,12 @@ struct RenderOptions {
   int batch = 8;                         // images per sampler batch (x2 with guidance)
   int cols = 0;                          // grid columns; 0: n
   bool captions = false;                 // caption every tile with its prompt (always with several prompts)
+  int scale = 0;                         // grid tiles enlarged x scale (nearest); 0: auto, tiles >= 128 px
 };
+
+// The tile enlargement `scale` gives for tiles of `tile_px` (auto: the smallest factor that
+// makes them at least 128 px, at most 8).
+int effective_scale(int scale, int tile_px);
 
 // bad_input for n < 1, steps outside 1..T, no prompts, batch < 1, eta outside [0, 1], ...
 void validate(const RenderOptions& options, const Bundle& bundle);
