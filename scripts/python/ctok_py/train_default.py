@@ -923,12 +923,8 @@ def stage_clip(ctx: Ctx) -> dict:
         text.train()
         image.train()
         idx = sample_batch(usable, by_colour, B, a.clip_colour_groups, gen)
-        use_crop = torch.rand(B, generator=gen) < a.crop_rate
-        use_crop = (use_crop & (cap_crop[idx] >= 0)) | (cap_full[idx] < 0)
-        imgs = torch.where(use_crop[:, None, None, None].to(DEV),
-                           crops_d[cap_crop[idx].clamp(min=0).to(DEV)],
-                           full_d[cap_full[idx].clamp(min=0).to(DEV)])
-        x = augment(to_pixels(imgs), gen)
+        x = augment(to_pixels(image_batch(idx, cap_crop, cap_full, crops_d, full_d,
+                                          a.crop_rate, gen)), gen)
         texts, desc = [], []
         for j in idx.tolist():
             if rng.random() < a.synth_rate:
@@ -944,12 +940,7 @@ def stage_clip(ctx: Ctx) -> dict:
         imf = image(x)
         tf = F.normalize(tf, dim=-1)
         imf = F.normalize(imf, dim=-1)
-        logits = scale.exp().clamp(max=100.0) * imf @ tf.t()
-        match = ctx.space.match(torch.tensor(desc), cap_attr[idx]).float().to(DEV)
-        t_i = match / match.sum(1, keepdim=True)
-        t_t = match.t() / match.t().sum(1, keepdim=True)
-        loss = 0.5 * (-(t_i * logits.log_softmax(1)).sum(1).mean()
-                      - (t_t * logits.t().log_softmax(1)).sum(1).mean())
+        loss = soft_clip_loss(imf, tf, scale, ctx.space.match(torch.tensor(desc), cap_attr[idx]))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(text.parameters()) + list(image.parameters()), 2.0)
@@ -982,6 +973,29 @@ def sample_batch(usable: Tensor, by_colour: List[Tensor], b: int, grouped_rate: 
         n = b // 2 if k == 0 else b - b // 2
         parts.append(pool[torch.randint(len(pool), (n,), generator=gen)])
     return torch.cat(parts)
+
+
+def image_batch(idx: Tensor, cap_crop: Tensor, cap_full: Tensor, crops: Tensor, full: Tensor,
+                crop_rate: float, gen: torch.Generator) -> Tensor:
+    """uint8 images of caption rows ``idx``: the item's box crop (rate ``crop_rate``, or
+    when the caption has no whole image) else the whole image; on ``crops``' device."""
+    dev = crops.device
+    use_crop = torch.rand(len(idx), generator=gen) < crop_rate
+    use_crop = (use_crop & (cap_crop[idx] >= 0)) | (cap_full[idx] < 0)
+    return torch.where(use_crop[:, None, None, None].to(dev),
+                       crops[cap_crop[idx].clamp(min=0).to(dev)],
+                       full[cap_full[idx].clamp(min=0).to(dev)])
+
+
+def soft_clip_loss(imf: Tensor, tf: Tensor, log_scale: Tensor, match: Tensor) -> Tensor:
+    """Symmetric contrastive loss with soft targets: ``match`` [image, caption] marks every
+    caption that fits an image (repeated captions are not negatives)."""
+    logits = log_scale.exp().clamp(max=100.0) * imf @ tf.t()
+    match = match.float().to(logits.device)
+    t_i = match / match.sum(1, keepdim=True)
+    t_t = match.t() / match.t().sum(1, keepdim=True)
+    return 0.5 * (-(t_i * logits.log_softmax(1)).sum(1).mean()
+                  - (t_t * logits.t().log_softmax(1)).sum(1).mean())
 
 
 def make_text_head(width: int, feature_dim: int) -> nn.Module:
@@ -1054,12 +1068,8 @@ def stage_clip2(ctx: Ctx) -> dict:
     def step_fn(step: int) -> float:
         image.train()
         idx = sample_batch(usable, by_colour, B, a.clip_colour_groups, gen)
-        use_crop = torch.rand(B, generator=gen) < a.crop_rate
-        use_crop = (use_crop & (cap_crop[idx] >= 0)) | (cap_full[idx] < 0)
-        imgs = torch.where(use_crop[:, None, None, None].to(DEV),
-                           crops_d[cap_crop[idx].clamp(min=0).to(DEV)],
-                           full_d[cap_full[idx].clamp(min=0).to(DEV)])
-        x = augment(to_pixels(imgs), gen)
+        x = augment(to_pixels(image_batch(idx, cap_crop, cap_full, crops_d, full_d,
+                                          a.crop_rate, gen)), gen)
         attr = cap_attr[idx]
         combo = (attr[:, 0] * len(COLOURS) + attr[:, 1]) * len(PATTERNS) + attr[:, 2]
         srow = len(uniq) + combo * per + torch.randint(per, (B,), generator=gen)
@@ -1067,12 +1077,7 @@ def stage_clip2(ctx: Ctx) -> dict:
         rows = torch.where(use_synth, srow, cap_rows[idx])
         tf = F.normalize(head(pooled[rows.to(DEV)]), dim=-1)
         imf = F.normalize(image(x), dim=-1)
-        logits = scale.exp().clamp(max=100.0) * imf @ tf.t()
-        match = ctx.space.match(desc_all[rows], attr).float().to(DEV)
-        t_i = match / match.sum(1, keepdim=True)
-        t_t = match.t() / match.t().sum(1, keepdim=True)
-        loss = 0.5 * (-(t_i * logits.log_softmax(1)).sum(1).mean()
-                      - (t_t * logits.t().log_softmax(1)).sum(1).mean())
+        loss = soft_clip_loss(imf, tf, scale, ctx.space.match(desc_all[rows], attr))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(head.parameters()) + list(image.parameters()), 2.0)
