@@ -41,7 +41,7 @@ fi
 
 step "4/6 the default bundle"
 "$bin/ctok-info" bundle "$bundle"
-"$bin/ctok-info" tokenize --bundle "$bundle" "a photo of a sneaker" "a photo of a shoe in red"
+"$bin/ctok-info" tokenize --bundle "$bundle" --token "<sneaker>" "a photo of a <sneaker> shoe in red"
 
 step "5/6 learn <sneaker> from five photos"
 mkdir -p "$out"
