@@ -6,31 +6,13 @@
 set -u
 BIN=${1:?bin dir}
 SRC=${2:?source dir}
+. "$SRC/tests/cli/lib.sh"
 INFO="$BIN/ctok-info"
 PY=/usr/bin/python3
-T=$(mktemp -d)
-trap 'chmod -R u+w "$T" 2>/dev/null; rm -rf "$T"' EXIT
 BUNDLE="$SRC/tests/data/tiny_bundle"
 BPE="$SRC/../shared/clip/bpe_simple_vocab_16e6.txt.gz"
 REF="$SRC/../shared/clip/reference-tokens.jsonl"
-fails=0
-pass() { echo "ok   $1"; }
-fail() { echo "FAIL $1"; fails=$((fails + 1)); }
 
-# expect CODE NAME NEEDLE -- command...   NEEDLE must appear in stdout or stderr ("" = none)
-expect() {
-  local code=$1 name=$2 needle=$3
-  shift 4
-  "$@" >"$T/out" 2>"$T/err" </dev/null
-  local rc=$?
-  if [ "$rc" != "$code" ]; then
-    fail "$name: exit $rc, expected $code"; sed 's/^/     /' "$T/err" | tail -5; return 1
-  fi
-  if [ -n "$needle" ] && ! grep -qF -- "$needle" "$T/out" "$T/err"; then
-    fail "$name: output lacks '$needle'"; sed 's/^/     /' "$T/out" "$T/err" | tail -8; return 1
-  fi
-  pass "$name"
-}
 
 # Write a safetensors file with the standard library: write_st PATH NAME ROWS COLS [META_JSON] [DTYPE]
 write_st() {
@@ -162,5 +144,4 @@ else
   echo "skip clip-bpe checks: $BPE not found"
 fi
 
-echo "$fails failure(s)"
-[ "$fails" = 0 ]
+finish

@@ -5,30 +5,12 @@
 set -u
 BIN=${1:?bin dir}
 SRC=${2:?source dir}
+. "$SRC/tests/cli/lib.sh"
 LEARN="$BIN/ctok-learn"
 PY=/usr/bin/python3
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
 BUNDLE="$SRC/tests/data/tiny_bundle"
 export CTOK_ATTRIBUTES="$SRC/configs/attributes"
-fails=0
-pass() { echo "ok   $1"; }
-fail() { echo "FAIL $1"; fails=$((fails + 1)); }
 
-# expect CODE NAME NEEDLE -- command...   (NEEDLE "" = no message check)
-expect() {
-  local code=$1 name=$2 needle=$3
-  shift 4
-  "$@" >"$T/out" 2>"$T/err"
-  local rc=$?
-  if [ "$rc" != "$code" ]; then
-    fail "$name: exit $rc, expected $code"; sed 's/^/     /' "$T/err" | tail -5; return
-  fi
-  if [ -n "$needle" ] && ! grep -qF -- "$needle" "$T/err"; then
-    fail "$name: message lacks '$needle'"; sed 's/^/     /' "$T/err" | tail -5; return
-  fi
-  pass "$name"
-}
 
 # Images: a few coloured PNGs (concept) and others (negatives).
 mkdir -p "$T/img" "$T/neg" "$T/empty" "$T/text" "$T/broken"
@@ -199,5 +181,4 @@ echo '{"source": "user", "pair_id": 1, "item1": {"category_id": 8}}' >"$T/df2/va
 expect 2 "DeepFashion2: a bad annotation is named" "000099.json" -- "$LEARN" "${COMMON[@]}" --df2 "$T/df2" \
   --pair-id 2 --style 1 --token "<c2>" --out "$T/c9.safetensors"
 
-if [ "$fails" -gt 0 ]; then echo "$fails failure(s)"; exit 1; fi
-echo "all passed"
+finish

@@ -6,30 +6,12 @@
 set -u
 BIN=${1:?bin dir}
 SRC=${2:?source dir}
+. "$SRC/tests/cli/lib.sh"
 RENDER="$BIN/ctok-render"
 PY=/usr/bin/python3
-T=$(mktemp -d)
-trap 'chmod -R u+w "$T" 2>/dev/null; rm -rf "$T"' EXIT
 BUNDLE="$SRC/tests/data/tiny_bundle"
 export OMP_NUM_THREADS=1
-fails=0
-pass() { echo "ok   $1"; }
-fail() { echo "FAIL $1"; fails=$((fails + 1)); }
 
-# expect CODE NAME NEEDLE -- command...   NEEDLE must appear in stdout or stderr ("" = none)
-expect() {
-  local code=$1 name=$2 needle=$3
-  shift 4
-  "$@" >"$T/out" 2>"$T/err" </dev/null
-  local rc=$?
-  if [ "$rc" != "$code" ]; then
-    fail "$name: exit $rc, expected $code"; sed 's/^/     /' "$T/err" | tail -5; return 1
-  fi
-  if [ -n "$needle" ] && ! grep -qF -- "$needle" "$T/out" "$T/err"; then
-    fail "$name: output lacks '$needle'"; sed 's/^/     /' "$T/out" "$T/err" | tail -8; return 1
-  fi
-  pass "$name"
-}
 
 # A ctok-token/1 file with the standard library: write_token PATH TOKEN ROWS WIDTH
 write_token() {
@@ -171,5 +153,4 @@ expect 2 "sha256 mismatch" "unet.pt" -- "$RENDER" --bundle "$T/badsha" --threads
 expect 0 "--no-verify skips it" "" -- "$RENDER" --bundle "$T/badsha" --threads 1 --steps 2 --n 1 --prompt "a dress" \
   --no-verify --out "$T/e12.png"
 
-echo "$fails failure(s)"
-[ "$fails" = 0 ]
+finish

@@ -1,0 +1,28 @@
+# Shared by tests/cli/test_ctok_*.sh (sourced): a temporary folder $T removed on exit,
+# pass/fail counters, `expect`, and `finish` (summary line; non-zero status on failure).
+
+T=$(mktemp -d)
+trap 'chmod -R u+w "$T" 2>/dev/null; rm -rf "$T"' EXIT
+fails=0
+pass() { echo "ok   $1"; }
+fail() { echo "FAIL $1"; fails=$((fails + 1)); }
+
+# expect CODE NAME NEEDLE -- command...   NEEDLE must appear in stdout or stderr ("" = none)
+expect() {
+  local code=$1 name=$2 needle=$3
+  shift 4
+  "$@" >"$T/out" 2>"$T/err" </dev/null
+  local rc=$?
+  if [ "$rc" != "$code" ]; then
+    fail "$name: exit $rc, expected $code"; sed 's/^/     /' "$T/err" | tail -5; return 1
+  fi
+  if [ -n "$needle" ] && ! grep -qF -- "$needle" "$T/out" "$T/err"; then
+    fail "$name: output lacks '$needle'"; sed 's/^/     /' "$T/out" "$T/err" | tail -8; return 1
+  fi
+  pass "$name"
+}
+
+finish() {
+  echo "$fails failure(s)"
+  [ "$fails" = 0 ]
+}
