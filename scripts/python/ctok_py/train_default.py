@@ -4,8 +4,10 @@
         --data data/fashionworld --out models/default [--seed 0] [--work data/train-work]
 
 Stages (each checkpointed in --work, so a rerun resumes): tokenizer, clip, vae, unet,
-export, evaluate. ``--stages`` runs a subset. Budgets are in minutes of wall time: each
-stage measures its speed on its first steps and fixes its step count from the budget.
+clip2, export, evaluate. ``--stages`` runs a subset; stages may run in parallel processes
+on one --work (clip beside vae, unet beside clip2). Budgets are minutes of wall time: the
+learning rate follows warm-up + cosine over the budget. ``--device cuda`` trains on a GPU
+(scripts/train_default_gpu.sh); export must run under the torch the C++ side links.
 """
 from __future__ import annotations
 
