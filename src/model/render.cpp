@@ -213,8 +213,10 @@ RenderResult render(Bundle& bundle, const TokenVectors& tokens, const RenderOpti
   std::vector<image::Image> tiles;
   std::vector<std::string> captions;
   const bool caption = o.captions || o.prompts.size() > 1;
+  const int s = result.images.empty()
+                    ? 1
+                    : effective_scale(o.scale, std::min(result.images[0].image.width, result.images[0].image.height));
   for (const auto& im : result.images) {
-    const int s = effective_scale(o.scale, std::min(im.image.width, im.image.height));
     tiles.push_back(s > 1 ? enlarge_nearest(im.image, s) : im.image);
     if (caption) captions.push_back(o.prompts[static_cast<size_t>(im.prompt)]);
   }
@@ -262,8 +264,8 @@ nlohmann::json render_record(const Bundle& bundle, const RenderOptions& o, const
   j["seed"] = o.seed;
   j["batch"] = o.batch;
   j["cols"] = o.cols > 0 ? o.cols : o.n;
-  if (m.diffusion) j["scale"] = effective_scale(o.scale, static_cast<int>(m.diffusion->image_size));
   if (m.diffusion) {
+    j["scale"] = effective_scale(o.scale, static_cast<int>(m.diffusion->image_size));
     j["image_size"] = m.diffusion->image_size;
     j["latent_shape"] = {m.diffusion->latent_channels, m.diffusion->latent_size, m.diffusion->latent_size};
   }

@@ -17,7 +17,7 @@ import sys
 
 import torch
 
-from ctok_py.wrappers import load_safetensors, save_safetensors
+from ctok_py.wrappers import load_safetensors, save_safetensors, torch_load_cpu
 
 SEP = "/"
 
@@ -35,10 +35,7 @@ def _flatten(obj, prefix: str, tensors: dict, plain: dict) -> None:
 
 
 def pack(src: str, dst: str) -> None:
-    try:
-        obj = torch.load(src, map_location="cpu", weights_only=False)
-    except TypeError:
-        obj = torch.load(src, map_location="cpu")
+    obj = torch_load_cpu(src)
     tensors, plain = {}, {}
     _flatten(obj, "", tensors, plain)
     save_safetensors(dst, tensors, {"ctok.portable": json.dumps(plain)})

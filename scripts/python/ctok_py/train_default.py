@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from ctok_py.wrappers import (ImageEncoderWrapper, TextEncoderWrapper, UNetWrapper,
                               VaeDecoderWrapper, VaeEncoderWrapper, load_safetensors,
-                              save_safetensors)
+                              save_safetensors, torch_load_cpu as tload)
 
 CONTEXT_LENGTH = 16
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
@@ -80,14 +80,6 @@ log = Log()
 # The device the training stages run on (--device). Caches, checkpoints and the exported
 # bundle always live on the CPU; stages move what they use.
 DEV = torch.device("cpu")
-
-
-def tload(path: str):
-    """torch.load onto the CPU (checkpoints may come from a GPU run of another torch)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except TypeError:  # torch without weights_only
-        return torch.load(path, map_location="cpu")
 
 
 def model_device(m) -> torch.device:

@@ -211,6 +211,15 @@ _DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.int64: "I64", torch
 _TORCH = {v: k for k, v in _DTYPES.items()}
 
 
+def torch_load_cpu(path: str):
+    """torch.load onto the CPU, unpickling everything (trusted files of our own runs; a
+    torch without ``weights_only`` gets the plain call)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except TypeError:
+        return torch.load(path, map_location="cpu")
+
+
 def save_safetensors(path: str, tensors: dict, metadata: Optional[dict] = None) -> None:
     import json
     import os
