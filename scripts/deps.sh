@@ -9,12 +9,16 @@ CTOK_APT_PACKAGES=(
   # C++ libraries
   libtorch-dev libopencv-dev libsentencepiece-dev nlohmann-json3-dev libcli11-dev
   libspdlog-dev libgtest-dev libgmock-dev zlib1g-dev
+  # retrieval over big galleries (ctok-index, ctok-search); needs OpenMP (libgomp)
+  libfaiss-dev
   # fast BLAS for libtorch (the reference BLAS is ~15x slower for matrix products)
   libopenblas0-pthread
   # Python side: FashionWorld generator, default-model trainer, exporters, tests
   python3 python3-torch python3-numpy python3-sentencepiece python3-pil python3-opencv
   # FashionWorld source images
   dataset-fashion-mnist
+  # plots (ctok-batch, scripts/python/ctok_py/plots.py) and the report browser test
+  python3-matplotlib chromium
   # fuzzing (tests/fuzz, scripts/fuzz.sh): clang, libFuzzer + sanitizer runtimes, symbolizer
   clang-14 libclang-rt-14-dev llvm-14
 )
