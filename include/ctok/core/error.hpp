@@ -3,7 +3,7 @@
 //   throw ctok::bad_input("header length exceeds the file size")
 //       .file(path).expected("<= " + std::to_string(size - 8)).found(std::to_string(n));
 //
-// Each tool's main catches it once (tools/tool_main.hpp): message to stderr,
+// Each tool's main catches it once (tool::run_tool in tools/common/tool.hpp): message to stderr,
 // exit code 2 for bad input, 1 for a runtime failure.
 #pragma once
 
