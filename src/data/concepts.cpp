@@ -143,7 +143,39 @@ std::vector<Crop> select_support(const Concept& c, int k, uint64_t seed) {
   return pool;
 }
 
-std::vector<Crop> gallery(const Split& split) { return list_items(split, "shop"); }
+std::vector<Crop> gallery(const Split& split) {
+  std::vector<Crop> out;
+  for (const auto& a : split.annotations) {
+    if (a.source != "shop") continue;
+    for (const auto& it : a.items) out.push_back(make_crop(a, it));
+  }
+  std::sort(out.begin(), out.end(), crop_less);
+  return out;
+}
+
+std::vector<Concept> subset_concepts(std::vector<Concept> concepts, int n, uint64_t seed) {
+  if (n <= 0 || static_cast<std::size_t>(n) >= concepts.size()) return concepts;
+  std::vector<std::size_t> order(concepts.size());
+  std::iota(order.begin(), order.end(), std::size_t{0});
+  SplitMix64 g(mix_seed(seed, 0x7u));
+  shuffle(order, g);
+  order.resize(static_cast<std::size_t>(n));
+  std::sort(order.begin(), order.end());
+  std::vector<Concept> out;
+  out.reserve(order.size());
+  for (std::size_t i : order) out.push_back(std::move(concepts[i]));
+  return out;
+}
+
+std::vector<std::size_t> concepts_per_shots(const Split& split, int min_shop) {
+  std::vector<std::size_t> out;
+  for (const auto& [key, g] : group_concepts(split)) {
+    if (static_cast<int>(g.shop.size()) < min_shop) continue;
+    if (out.size() < g.user.size()) out.resize(g.user.size(), 0);
+    for (std::size_t k = 0; k < g.user.size(); ++k) ++out[k];
+  }
+  return out;
+}
 
 std::vector<Crop> select_negatives(const Split& split, const Concept& c, int n, uint64_t seed, int per_identity) {
   std::map<int64_t, std::vector<Crop>> by_pair;

@@ -1,19 +1,13 @@
 #include "ctok/data/deepfashion2.hpp"
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
-#include <filesystem>
-#include <mutex>
-#include <system_error>
-#include <thread>
+#include <optional>
 
 #include "ctok/core/error.hpp"
-#include "ctok/core/fs.hpp"
 #include "ctok/core/json.hpp"
 
 namespace ctok::data {
-namespace fs = std::filesystem;
 using Json = nlohmann::json;
 
 namespace {
@@ -56,7 +50,10 @@ void check_number_lists(const Json& value, int levels, const std::string& key, c
   }
 }
 
-image::Box parse_box(const Json& item, const std::string& where, const std::string& key_prefix) {
+// The box as integer pixels (floor / ceil), negative coordinates clamped to 0; nullopt when
+// it has no area (the item is dropped and counted, not refused: DeepFashion2 has such boxes).
+std::optional<image::Box> parse_box(const Json& item, const std::string& where, const std::string& key_prefix,
+                                    bool& clamped) {
   const std::string key = key_prefix + "bounding_box";
   auto it = item.find("bounding_box");
   if (it == item.end()) throw bad_input("missing required key").file(where).key(key).expected("[x1, y1, x2, y2]");
@@ -72,9 +69,10 @@ image::Box parse_box(const Json& item, const std::string& where, const std::stri
           .found(json::describe(v));
     }
     c[i] = v.get<double>();
-    if (!std::isfinite(c[i]) || c[i] < 0 || c[i] > kMaxCoordinate) {
+    if (!std::isfinite(c[i]) || std::fabs(c[i]) > kMaxCoordinate) {
       throw bad_input("box coordinate out of range").file(where).key(key + "[" + std::to_string(i) + "]")
-          .expected("a number in [0, " + std::to_string(kMaxCoordinate) + "]").found(json::describe(v));
+          .expected("a number in [-" + std::to_string(kMaxCoordinate) + ", " + std::to_string(kMaxCoordinate) + "]")
+          .found(json::describe(v));
     }
   }
   image::Box box;
@@ -82,14 +80,17 @@ image::Box parse_box(const Json& item, const std::string& where, const std::stri
   box.y1 = static_cast<int>(std::floor(c[1]));
   box.x2 = static_cast<int>(std::ceil(c[2]));
   box.y2 = static_cast<int>(std::ceil(c[3]));
-  if (box.x2 <= box.x1 || box.y2 <= box.y1) {
-    throw bad_input("empty bounding box").file(where).key(key).expected("x1 < x2 and y1 < y2")
-        .found(json::describe(*it));
-  }
+  clamped = box.x1 < 0 || box.y1 < 0 || box.x2 < 0 || box.y2 < 0;
+  box.x1 = std::max(box.x1, 0);
+  box.y1 = std::max(box.y1, 0);
+  box.x2 = std::max(box.x2, 0);
+  box.y2 = std::max(box.y2, 0);
+  if (box.x2 <= box.x1 || box.y2 <= box.y1) return std::nullopt;
   return box;
 }
 
-Item parse_item(const Json& obj, const std::string& name, const std::string& where) {
+// The item, or nullopt when its box has no area (checked after every other key).
+std::optional<Item> parse_item(const Json& obj, const std::string& name, const std::string& where) {
   const std::string p = name + ".";
   if (!obj.is_object()) {
     throw bad_input("wrong type").file(where).key(name).expected("object").found(json::describe(obj));
@@ -146,7 +147,7 @@ Item parse_item(const Json& obj, const std::string& name, const std::string& whe
         .expected("1 to 200 characters").found(std::to_string(item.category_name.size()) + " characters");
   }
   item.style = static_cast<int>(get_int("style", 0, 1000000, true));
-  item.box = parse_box(obj, where, p);
+  const std::optional<image::Box> box = parse_box(obj, where, p, item.clamped);
   item.scale = static_cast<int>(get_int("scale", 0, 100, false));
   item.occlusion = static_cast<int>(get_int("occlusion", 0, 100, false));
   item.zoom_in = static_cast<int>(get_int("zoom_in", 0, 100, false));
@@ -157,6 +158,8 @@ Item parse_item(const Json& obj, const std::string& name, const std::string& whe
   if (obj.contains("own_pair_id")) item.own_pair_id = get_int("own_pair_id", 0, INT64_MAX, true);
   if (auto it = obj.find("segmentation"); it != obj.end()) check_number_lists(*it, 2, qualified("segmentation"), where);
   if (auto it = obj.find("landmarks"); it != obj.end()) check_number_lists(*it, 1, qualified("landmarks"), where);
+  if (!box) return std::nullopt;
+  item.box = *box;
   return item;
 }
 
@@ -220,84 +223,33 @@ Annotation parse_annotation(const std::string& text, const std::string& origin) 
       throw bad_input("items must be numbered item1, item2, ... without gaps").file(origin)
           .expected("item" + std::to_string(i + 1)).found("item" + std::to_string(items[i].first));
     }
-    a.items.push_back(parse_item(*items[i].second, "item" + std::to_string(items[i].first), origin));
+    std::optional<Item> item = parse_item(*items[i].second, "item" + std::to_string(items[i].first), origin);
+    if (item) a.items.push_back(std::move(*item));
+    else ++a.zero_area;
   }
   return a;
 }
 
-Annotation read_annotation(const std::string& anno_path, const std::string& image_path) {
-  std::error_code ec;
-  const auto size = fs::file_size(anno_path, ec);
-  if (!ec && size > kMaxAnnotationBytes) {
-    throw bad_input("annotation file too large").file(anno_path)
-        .expected("at most " + std::to_string(kMaxAnnotationBytes) + " bytes").found(std::to_string(size) + " bytes");
-  }
-  Annotation a = parse_annotation(read_text_file(anno_path), anno_path);
-  a.stem = fs::path(anno_path).stem().string();
-  a.image_path = image_path;
-  if (a.image_path.empty()) {
-    a.image_path = (fs::path(anno_path).parent_path().parent_path() / "image" / (a.stem + ".jpg")).string();
-  }
-  return a;
-}
-
-Split read_split(const std::string& root, const std::string& split, const SplitOptions& options) {
-  Split out;
-  out.root = root;
-  out.name = split;
-  out.dir = (fs::path(root) / split).string();
-  const fs::path annos = fs::path(out.dir) / "annos";
-  std::error_code ec;
-  if (!fs::is_directory(annos, ec)) {
-    throw bad_input("not a DeepFashion2-layout split: no annos/ folder").file(annos.string())
-        .expected("<root>/<split>/annos/*.json and <root>/<split>/image/*.jpg");
-  }
-  std::vector<std::string> files;
-  fs::directory_iterator dir(annos, ec), end;
-  if (ec) throw bad_input("cannot read the folder: " + ec.message()).file(annos.string());
-  for (; dir != end; dir.increment(ec)) {
-    if (ec) throw bad_input("cannot read the folder: " + ec.message()).file(annos.string());
-    const fs::path& p = dir->path();
-    if (p.extension() == ".json" && p.filename().string()[0] != '.') files.push_back(p.string());
-  }
-  if (files.empty()) throw bad_input("no annotation (*.json) in the folder").file(annos.string());
-  std::sort(files.begin(), files.end());
-
-  const fs::path image_dir = fs::path(out.dir) / "image";
-  std::vector<Annotation> parsed(files.size());
-  std::vector<std::string> errors(files.size());
-  std::vector<char> bad(files.size(), 0);  // not vector<bool>: threads write neighbouring entries
-  std::vector<std::exception_ptr> exceptions(files.size());
-  std::atomic<std::size_t> next{0};
-  auto work = [&] {
-    for (std::size_t i = next++; i < files.size(); i = next++) {
-      try {
-        const std::string stem = fs::path(files[i]).stem().string();
-        parsed[i] = read_annotation(files[i], (image_dir / (stem + ".jpg")).string());
-      } catch (const Error& e) {
-        bad[i] = 1;
-        errors[i] = e.what();
-        exceptions[i] = std::current_exception();
-      }
+void fit_boxes(Annotation& a, int width, int height) {
+  a.width = width;
+  a.height = height;
+  std::vector<Item> kept;
+  kept.reserve(a.items.size());
+  for (Item& it : a.items) {
+    image::Box b = it.box;
+    b.x1 = std::clamp(b.x1, 0, width);
+    b.x2 = std::clamp(b.x2, 0, width);
+    b.y1 = std::clamp(b.y1, 0, height);
+    b.y2 = std::clamp(b.y2, 0, height);
+    if (b.x1 != it.box.x1 || b.x2 != it.box.x2 || b.y1 != it.box.y1 || b.y2 != it.box.y2) it.clamped = true;
+    if (b.x2 <= b.x1 || b.y2 <= b.y1) {
+      ++a.zero_area;
+      continue;
     }
-  };
-  int threads = options.threads > 0 ? options.threads : static_cast<int>(std::thread::hardware_concurrency());
-  threads = std::max(1, std::min<int>(threads, static_cast<int>(files.size() / 256 + 1)));
-  std::vector<std::thread> pool;
-  for (int t = 1; t < threads; ++t) pool.emplace_back(work);
-  work();
-  for (auto& t : pool) t.join();
-  for (std::size_t i = 0; i < files.size(); ++i) {
-    if (!bad[i]) {
-      out.annotations.push_back(std::move(parsed[i]));
-    } else if (options.skip_bad) {
-      out.skipped.push_back(errors[i]);
-    } else {
-      std::rethrow_exception(exceptions[i]);
-    }
+    it.box = b;
+    kept.push_back(std::move(it));
   }
-  if (out.annotations.empty()) throw bad_input("no readable annotation in the folder").file(annos.string());
-  return out;
+  a.items = std::move(kept);
 }
 
 }  // namespace ctok::data

@@ -13,6 +13,7 @@
 #include "ctok/data/concepts.hpp"
 #include "ctok/data/deepfashion2.hpp"
 #include "ctok/data/image_folder.hpp"
+#include "ctok/image/image.hpp"
 
 namespace fs = std::filesystem;
 using namespace ctok;
@@ -37,6 +38,18 @@ fs::path temp_dir(const std::string& name) {
 void write(const fs::path& p, const std::string& text) {
   fs::create_directories(p.parent_path());
   std::ofstream(p, std::ios::binary) << text;
+}
+
+// A plain w x h JPEG at p.
+void write_jpeg(const fs::path& p, int w, int h) {
+  image::Image img;
+  img.width = w;
+  img.height = h;
+  img.rgb.assign(static_cast<std::size_t>(w) * h * 3, 128);
+  const auto bytes = image::encode_jpeg(img);
+  fs::create_directories(p.parent_path());
+  std::ofstream(p, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()),
+                                           static_cast<std::streamsize>(bytes.size()));
 }
 
 // Expects bad_input whose message mentions `needle`.
@@ -68,6 +81,7 @@ fs::path make_split(const std::string& name) {
     char stem[16];
     std::snprintf(stem, sizeof stem, "%06d", ++n);
     write(root / "validation" / "annos" / (std::string(stem) + ".json"), text);
+    write_jpeg(root / "validation" / "image" / (std::string(stem) + ".jpg"), 16, 16);
   };
   for (int p = 1; p <= 4; ++p) {
     const std::string cat = p <= 3 ? "sneaker" : "sandal";
@@ -126,9 +140,7 @@ TEST(DeepFashion2, RefusesMalformedAnnotations) {
              "item1.bounding_box");
   expect_bad(R"({"source": "user", "pair_id": 1, "item1": {"category_id": 1, "category_name": "a", "style": 1, "bounding_box": [0,0,1]}})",
              "bounding_box");
-  expect_bad(R"({"source": "user", "pair_id": 1, "item1": {"category_id": 1, "category_name": "a", "style": 1, "bounding_box": [5,0,5,9]}})",
-             "empty bounding box");
-  expect_bad(R"({"source": "user", "pair_id": 1, "item1": {"category_id": 1, "category_name": "a", "style": 1, "bounding_box": [-1,0,5,9]}})",
+  expect_bad(R"({"source": "user", "pair_id": 1, "item1": {"category_id": 1, "category_name": "a", "style": 1, "bounding_box": [-1e6,0,5,9]}})",
              "out of range");
   expect_bad(R"({"source": "user", "pair_id": 1, "item1": {"category_id": 1, "category_name": "a", "style": 1, "bounding_box": [0,0,5,1e9]}})",
              "out of range");
@@ -143,6 +155,102 @@ TEST(DeepFashion2, RefusesMalformedAnnotations) {
   expect_bad(R"({"source": "user", "source": "shop", "pair_id": 1, "item1": {}})", "duplicate");
   expect_bad("{\"source\": \"user\", ", "invalid JSON");
   expect_bad("", "invalid JSON");
+}
+
+// DeepFashion2's quirks: keys in any order, negative and zero-area boxes, style 0.
+TEST(DeepFashion2, AcceptsRealDatasetQuirks) {
+  const std::string item = R"({"category_id": 1, "category_name": "a", "style": %d, "bounding_box": [%s]})";
+  auto it = [&](int style, const std::string& box) {
+    char buf[256];
+    std::snprintf(buf, sizeof buf, item.c_str(), style, box.c_str());
+    return std::string(buf);
+  };
+  const std::string text = "{\"item3\": " + it(2, "-4, -2.5, 30, 20") + ", \"pair_id\": 5, \"item1\": " + it(0, "1, 1, 8, 8") +
+                           ", \"source\": \"shop\", \"item2\": " + it(1, "5, 0, 5, 9") + "}";
+  Annotation a = parse_annotation(text, "q.json");
+  EXPECT_EQ(a.source, "shop");
+  EXPECT_EQ(a.pair_id, 5);
+  EXPECT_EQ(a.zero_area, 1);  // item2 has no width: dropped, not refused
+  ASSERT_EQ(a.items.size(), 2u);
+  EXPECT_EQ(a.items[0].name, "item1");
+  EXPECT_EQ(a.items[0].style, 0);
+  EXPECT_FALSE(a.items[0].clamped);
+  EXPECT_EQ(a.items[1].name, "item3");
+  EXPECT_TRUE(a.items[1].clamped);
+  EXPECT_EQ(a.items[1].box.x1, 0);
+  EXPECT_EQ(a.items[1].box.y1, 0);
+  EXPECT_EQ(a.items[1].box.x2, 30);
+
+  // Fitted to a 24 x 16 image: item3 is cut at the right and bottom edges.
+  fit_boxes(a, 24, 16);
+  ASSERT_EQ(a.items.size(), 2u);
+  EXPECT_EQ(a.items[1].box.x2, 24);
+  EXPECT_EQ(a.items[1].box.y2, 16);
+  // A box wholly outside the image has no area left.
+  Annotation b = parse_annotation("{\"source\": \"user\", \"pair_id\": 1, \"item1\": " + it(1, "30, 2, 40, 9") +
+                                  ", \"item2\": " + it(1, "2, 2, 9, 9") + "}", "r.json");
+  fit_boxes(b, 24, 16);
+  EXPECT_EQ(b.zero_area, 1);
+  ASSERT_EQ(b.items.size(), 1u);
+  EXPECT_EQ(b.items[0].name, "item2");
+  EXPECT_FALSE(b.items[0].clamped);
+}
+
+TEST(DeepFashion2, SplitCountsClampsAndNamesMissingImages) {
+  fs::path root = temp_dir("quirks");
+  const fs::path annos = root / "validation" / "annos", images = root / "validation" / "image";
+  // 000001: shop, style 1 (clamped at the right) + style 0; 000002: user, one box outside the image.
+  write(annos / "000001.json", R"({"pair_id": 3, "item2": {"category_id": 2, "category_name": "b", "style": 0,
+      "bounding_box": [0, 0, 4, 4]}, "source": "shop",
+      "item1": {"category_id": 1, "category_name": "a", "style": 1, "bounding_box": [2, 2, 50, 10]}})");
+  write_jpeg(images / "000001.jpg", 20, 12);
+  write(annos / "000002.json", R"({"source": "user", "pair_id": 3,
+      "item1": {"category_id": 1, "category_name": "a", "style": 1, "bounding_box": [1, 1, 9, 9]},
+      "item2": {"category_id": 1, "category_name": "a", "style": 1, "bounding_box": [40, 1, 60, 9]}})");
+  write_jpeg(images / "000002.jpg", 20, 12);
+  Split s = read_split(root.string(), "validation");
+  ASSERT_EQ(s.annotations.size(), 2u);
+  EXPECT_EQ(s.annotations[0].width, 20);
+  EXPECT_EQ(s.annotations[0].height, 12);
+  EXPECT_EQ(s.annotations[0].items[0].box.x2, 20);
+  EXPECT_EQ(s.counts.files, 2u);
+  EXPECT_EQ(s.counts.items, 3u);
+  EXPECT_EQ(s.counts.clamped, 1u);
+  EXPECT_EQ(s.counts.zero_area, 1u);
+  EXPECT_EQ(s.counts.style0, 1u);
+  EXPECT_EQ(s.counts.style0_shop, 1u);
+  // The style-0 shop item is in the gallery but never part of a concept.
+  auto g = gallery(s);
+  ASSERT_EQ(g.size(), 2u);
+  EXPECT_EQ(g[1].style, 0);
+  auto concepts = find_concepts(s, ConceptOptions{1, 1});
+  ASSERT_EQ(concepts.size(), 1u);
+  EXPECT_EQ(concepts[0].style, 1);
+  EXPECT_EQ(concepts[0].shop.size(), 1u);
+  EXPECT_EQ(concepts[0].user.size(), 1u);
+
+  // A missing image is named (and skipped with skip_bad); so is a missing image/ folder.
+  fs::remove(images / "000002.jpg");
+  try {
+    read_split(root.string(), "validation");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kBadInput);
+    EXPECT_NE(std::string(e.what()).find("000002.jpg"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("missing"), std::string::npos) << e.what();
+  }
+  Split t = read_split(root.string(), "validation", SplitOptions{1, true});
+  EXPECT_EQ(t.annotations.size(), 1u);
+  EXPECT_EQ(t.counts.skipped_files, 1u);
+  EXPECT_EQ(read_split(root.string(), "validation", SplitOptions{1, false, false}).annotations.size(), 2u);
+  fs::remove_all(images);
+  try {
+    read_split(root.string(), "validation");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("image/"), std::string::npos) << e.what();
+  }
+  fs::remove_all(root);
 }
 
 TEST(DeepFashion2, BoundsDepthAndSize) {
@@ -266,6 +374,35 @@ TEST(Concepts, EligibilitySupportAndGallery) {
   EXPECT_EQ(hidden, std::set<std::string>{"sneaker"});
   EXPECT_EQ(query_word(c, hidden), "shoe");
   EXPECT_EQ(query_word(get_concept(concepts, 4, 1), hidden), "sandal");
+  fs::remove_all(root);
+}
+
+TEST(Concepts, SeededSubsetAndShotsHistogram) {
+  fs::path root = make_split("subset");
+  Split s = read_split(root.string(), "validation");
+  auto all = find_concepts(s, ConceptOptions{1, 1});
+  ASSERT_EQ(all.size(), 5u);
+  auto a = subset_concepts(all, 3, 11), b = subset_concepts(all, 3, 11), big = subset_concepts(all, 4, 11);
+  ASSERT_EQ(a.size(), 3u);
+  std::set<std::pair<int64_t, int>> sa, sbig;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].pair_id, b[i].pair_id);
+    EXPECT_EQ(a[i].style, b[i].style);
+    if (i > 0) EXPECT_LT(std::make_pair(a[i - 1].pair_id, a[i - 1].style), std::make_pair(a[i].pair_id, a[i].style));
+    sa.insert({a[i].pair_id, a[i].style});
+  }
+  for (const auto& c : big) sbig.insert({c.pair_id, c.style});
+  for (const auto& k : sa) EXPECT_TRUE(sbig.count(k));  // a larger n keeps the smaller subset
+  bool differs = false;
+  for (uint64_t seed = 0; seed < 20 && !differs; ++seed) {
+    auto o = subset_concepts(all, 3, seed);
+    for (std::size_t i = 0; i < o.size(); ++i) differs = differs || o[i].pair_id != a[i].pair_id || o[i].style != a[i].style;
+  }
+  EXPECT_TRUE(differs);
+  EXPECT_EQ(subset_concepts(all, 0, 1).size(), 5u);
+  EXPECT_EQ(subset_concepts(all, 9, 1).size(), 5u);
+  // 4 concepts with 4 user items, (1, 2) with 2.
+  EXPECT_EQ(concepts_per_shots(s), (std::vector<std::size_t>{5, 5, 4, 4}));
   fs::remove_all(root);
 }
 

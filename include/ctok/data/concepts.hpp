@@ -60,8 +60,16 @@ const Concept& get_concept(const std::vector<Concept>& concepts, int64_t pair_id
 // k user crops of the concept, chosen with the seed (and the concept's key, so concepts
 // get independent draws); bad_input when the concept has fewer than k user items.
 std::vector<Crop> select_support(const Concept& concept_, int k, uint64_t seed);
-// Every shop crop with style > 0, all categories: the retrieval gallery.
+// Every shop crop, all categories, style-0 items included (they can never be correct, but
+// they compete like in the real catalogue): the retrieval gallery, sorted by (stem, item).
 std::vector<Crop> gallery(const Split& split);
+// n of the concepts chosen with the seed (n <= 0 or n >= size: all), in the input order
+// (sorted by (pair_id, style) from find_concepts). The same seed and n give the same subset,
+// and a larger n a superset of a smaller one's (one seeded permutation, cut at n).
+std::vector<Concept> subset_concepts(std::vector<Concept> concepts, int n, uint64_t seed);
+// For each k = 1, 2, ...: how many concepts have at least k user items (and min_shop shop
+// items); entry k-1 is k's count, the list ends at the largest k any concept allows.
+std::vector<std::size_t> concepts_per_shots(const Split& split, int min_shop = 1);
 // Up to n user crops (n <= 0: all) of other identities (pair_id differs) of the same
 // category_name, chosen with the seed, at most `per_identity` from one identity.
 std::vector<Crop> select_negatives(const Split& split, const Concept& concept_, int n, uint64_t seed,
