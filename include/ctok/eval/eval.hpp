@@ -1,0 +1,114 @@
+// ctok-eval's library: the retrieval evaluation of docs/method.md §5 on a DeepFashion2-layout
+// split (FashionWorld or a user's DeepFashion2 copy), every method in one run, resumable.
+//
+//   ctok::eval::EvalOptions o;
+//   o.df2 = "data/fashionworld"; o.out = "runs/eval";
+//   o.methods = ctok::eval::parse_methods("text,caption,image-mean,inv");
+//   o.max_concepts = 10;
+//   ctok::eval::EvalSummary s = ctok::eval::run_retrieval(bundle, o);   // writes o.out/*
+//
+// Output folder: run.json (the settings; a resume must agree), concepts/*.json (one record
+// per (concept, seed), written atomically when all its methods are done: the unit of
+// resumption), tokens/*.safetensors (every learned token), gallery/ (the gallery store,
+// embedded once per bundle), and, from the records, metrics.json, ranks.csv, table.md.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "ctok/model/bundle.hpp"
+#include "ctok/retrieval/metrics.hpp"
+#include "ctok/token/learn_config.hpp"
+
+namespace ctok::eval {
+
+// Every method, in table order: text (the category prompt, no token), caption (FashionWorld's
+// colour + pattern words: a ceiling for words), image-mean (the support features' mean: an
+// image query, a reference), then the learned tokens.
+const std::vector<std::string>& known_methods();
+// "a,b,c" -> the methods; bad_input listing the known ones for an unknown or repeated name.
+std::vector<std::string> parse_methods(const std::string& list);
+// "0,1,2" -> seeds; bad_input on anything else.
+std::vector<uint64_t> parse_seeds(const std::string& list);
+bool is_learned(const std::string& method);  // inv, cls, inv+cls, inv+cls+sub
+// The learning config of a learned method from the base (docs/method.md §5):
+// inv: lambda_cls 0, subspace none; cls: lambda_inv 0, lambda_cls 1, subspace none;
+// inv+cls: the base lambdas, subspace none; inv+cls+sub: the base (subspace as configured).
+token::LearnConfig method_config(const std::string& method, const token::LearnConfig& base);
+
+struct EvalOptions {
+  std::string df2;                         // DeepFashion2-layout root
+  std::string split = "validation";
+  std::vector<std::string> methods = known_methods();
+  int shots = 3;                           // support-set size k
+  int max_concepts = 0;                    // seeded subset of the eligible concepts (0: all)
+  uint64_t subset_seed = 0;                // seed of that subset (independent of the run seeds)
+  std::vector<uint64_t> seeds = {0};       // support set and learning seeds, one record each
+  bool composition = false;                // also the colour-swap queries (FashionWorld)
+  int negatives = 32;                      // negative crops per concept for the cls losses
+  token::LearnConfig learn;                // base learning config (--config, --steps)
+  std::string out;                         // output folder
+  std::string cache_dir;                   // gallery store parent ("" : <out>)
+  int threads = 0;                         // image decoding threads (0: all cores)
+  bool progress = true;                    // bar / periodic lines over the concepts
+  int bootstrap_resamples = 1000;          // intervals of the tables
+  uint64_t bootstrap_seed = 0;
+  const std::atomic<bool>* stop = nullptr; // Ctrl-C: finish nothing half, return interrupted
+};
+
+struct EvalSummary {
+  bool interrupted = false;
+  std::size_t units_done = 0, units_total = 0;  // (concept, seed) records
+  std::size_t units_resumed = 0;                // found finished on disk
+  double seconds = 0;
+  nlohmann::json metrics;                       // what metrics.json holds
+};
+
+// Runs (or resumes) the evaluation and writes the tables. bad_input (exit 2) for: a root
+// without annos/ or image/, an unknown split (the existing ones named), --shots that no
+// concept allows (how many concepts qualify at each k), an empty gallery, caption or
+// composition queries on data without colour keys, a gallery store of another bundle, an
+// output folder holding a run with other settings.
+EvalSummary run_retrieval(model::Bundle& bundle, const EvalOptions& options);
+
+// --- tables from the records (no model needed; unit-tested) -----------------------------
+
+// One finished (concept, seed): the rank of every method, plain and composition queries.
+struct UnitRecord {
+  int64_t pair_id = 0;
+  int style = 0;
+  uint64_t seed = 0;
+  std::string category, word;                // category_name, the query word
+  std::map<std::string, int64_t> ranks;      // method -> rank (plain queries)
+  std::map<std::string, int64_t> composition_ranks;  // method -> rank (colour-swap query), may be empty
+  int composition_style = 0;                 // s' of the composition query (0: none)
+  std::string composition_colour;
+  std::map<std::string, double> seconds;     // method -> seconds spent on it (learning, encoding)
+  nlohmann::json extra = nlohmann::json::object();  // support ids, prompts
+
+  nlohmann::json to_json() const;
+  static UnitRecord from_json(const nlohmann::json& j, const std::string& origin);
+};
+
+struct TableOptions {
+  std::vector<std::string> methods;           // rows, in order
+  std::vector<int64_t> recall_at = {1, 5, 10, 20};
+  retrieval::BootstrapOptions bootstrap;
+  bool composition = false;                   // tables of the composition ranks
+};
+
+// Per concept (pair_id, style), a method's value averaged over the seeds it has records
+// for; the statistics (MRR, R@K, paired deltas against text and inv) are over concepts,
+// with bootstrap intervals. Returns the metrics.json object for one query kind.
+nlohmann::json summarize(const std::vector<UnitRecord>& records, const TableOptions& options);
+// The markdown table of a summarize() result.
+std::string markdown_table(const nlohmann::json& summary, const std::vector<int64_t>& recall_at);
+// ranks.csv: pair_id,style,seed,query,method,rank (query: plain | composition).
+std::string ranks_csv(const std::vector<UnitRecord>& records);
+
+}  // namespace ctok::eval

@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# ctok-eval end to end on the tiny fixture bundle and a small generated FashionWorld split:
+# the tables and records, a Ctrl-C and a kill -9 in the middle of a run and their resume
+# (finished concepts are not redone), and every bad input (exit 2, clear message).
+#   bash tests/cli/test_ctok_eval.sh BIN_DIR SOURCE_DIR
+set -u
+BIN=${1:?bin dir}
+SRC=${2:?source dir}
+. "$SRC/tests/cli/lib.sh"
+EVAL="$BIN/ctok-eval"
+PY=/usr/bin/python3
+BUNDLE="$SRC/tests/data/tiny_bundle"
+export CTOK_ATTRIBUTES="$SRC/configs/attributes" OMP_NUM_THREADS=1
+
+if [ ! -d /usr/share/datasets/fashion-mnist ]; then
+  echo "SKIPPED: no /usr/share/datasets/fashion-mnist (the FashionWorld generator's source)"
+  exit 0
+fi
+PYTHONPATH=$SRC/scripts/python $PY -m ctok_py.fashionworld --out "$T/fw" --splits validation --val-ids 4 --seed 0 \
+  >/dev/null 2>&1 || { fail "generate a small FashionWorld"; finish; exit 1; }
+
+COMMON=(--bundle "$BUNDLE" --df2 "$T/fw" --split validation --shots 2 --threads 1 --steps 2 --negatives 4)
+
+# --- a small run: 2 concepts x 2 seeds, words, images and one learned method, composition
+expect 0 "evaluate 2 concepts x 2 seeds" "" -- "$EVAL" "${COMMON[@]}" --methods text,caption,image-mean,inv \
+  --max-concepts 2 --seeds 0,1 --composition --out "$T/run" -q
+for f in metrics.json ranks.csv table.md run.json; do
+  [ -s "$T/run/$f" ] && pass "writes $f" || fail "writes $f"
+done
+if $PY - "$T/run" <<'EOF'
+import csv, json, os, sys
+d = sys.argv[1]
+m = json.load(open(os.path.join(d, "metrics.json")))
+p = m["plain"]
+assert p["concepts"] == 2 and p["records"] == 4, p
+assert p["order"] == ["text", "caption", "image-mean", "inv"], p["order"]
+for name, x in p["methods"].items():
+    i = x["mrr"]
+    assert 0 < i["lo"] <= i["mean"] <= i["hi"] <= 1, (name, i)
+    assert set(x["recall"]) == {"1", "5", "10", "20"}, x["recall"]
+assert p["methods"]["text"]["delta_text"] is None and p["methods"]["inv"]["delta_inv"] is None
+assert p["methods"]["inv"]["delta_text"]["concepts"] == 2
+assert m["gallery"]["items"] > 0 and m["complete"] is True
+rows = list(csv.DictReader(open(os.path.join(d, "ranks.csv"))))
+plain = [r for r in rows if r["query"] == "plain"]
+assert len(plain) == 2 * 2 * 4, len(plain)
+assert all(int(r["rank"]) >= 1 for r in rows)
+assert len(os.listdir(os.path.join(d, "concepts"))) == 4
+toks = [f for f in os.listdir(os.path.join(d, "tokens")) if f.endswith(".safetensors")]
+assert len(toks) == 4 and not [f for f in os.listdir(os.path.join(d, "tokens")) if f.endswith(".ckpt")], toks
+t = open(os.path.join(d, "table.md")).read()
+assert "ΔMRR vs text" in t and "| inv |" in t and "Composition" in t, t
+EOF
+then pass "metrics, ranks and tokens agree"; else fail "metrics, ranks and tokens agree"; fi
+
+# A second run of the same command redoes nothing: records and tokens untouched.
+stamp() { find "$T/run/concepts" "$T/run/tokens" -type f -printf '%P %T@\n' | sort; }
+before=$(stamp)
+expect 0 "rerun resumes everything" "4 units (4 resumed)" -- "$EVAL" "${COMMON[@]}" --methods text,caption,image-mean,inv \
+  --max-concepts 2 --seeds 0,1 --composition --out "$T/run"
+[ "$before" = "$(stamp)" ] && pass "rerun rewrites no record or token" || fail "rerun rewrites no record or token"
+
+# --- kill -9 and Ctrl-C in the middle, then resume: finished concepts are not redone
+ARGS=("${COMMON[@]}" --steps 40 --methods text,inv --max-concepts 8 --seeds 0 --out "$T/kill" -q)
+"$EVAL" "${ARGS[@]}" >/dev/null 2>&1 &
+pid=$!
+for _ in $(seq 1 600); do
+  [ "$(ls "$T/kill/concepts" 2>/dev/null | grep -c '\.json$')" -ge 1 ] && break
+  kill -0 $pid 2>/dev/null || break
+  sleep 0.1
+done
+kill -9 $pid 2>/dev/null
+wait $pid 2>/dev/null
+first=$(ls "$T/kill/concepts" | grep '\.json$' | head -1)
+if [ -n "$first" ]; then
+  pass "killed after a first record"
+  t0=$(stat -c %Y.%y "$T/kill/concepts/$first")
+  # Ctrl-C: exit 130 with a resume hint, nothing half-written.
+  n0=$(ls "$T/kill/concepts" | grep -c '\.json$')
+  "$EVAL" "${ARGS[@]}" >"$T/int.out" 2>"$T/int.err" &
+  pid=$!
+  for _ in $(seq 1 600); do
+    [ "$(ls "$T/kill/concepts" | grep -c '\.json$')" -gt "$n0" ] && break
+    kill -0 $pid 2>/dev/null || break
+    sleep 0.05
+  done
+  kill -INT $pid 2>/dev/null
+  wait $pid
+  rc=$?
+  if [ "$rc" = 130 ] && grep -q "resume" "$T/int.err"; then pass "Ctrl-C exits 130 with a resume hint"
+  elif [ "$rc" = 0 ]; then pass "Ctrl-C came after the run had finished (fast machine)"
+  else fail "Ctrl-C: exit $rc"; sed 's/^/     /' "$T/int.err" | tail -5; fi
+  ls "$T/kill/concepts" | grep -q '\.tmp' && fail "no temporary file left" || pass "no temporary file left"
+  expect 0 "resume after the kill" "8 units" -- "$EVAL" "${COMMON[@]}" --steps 40 --methods text,inv --max-concepts 8 --seeds 0 \
+    --out "$T/kill"
+  [ "$(stat -c %Y.%y "$T/kill/concepts/$first")" = "$t0" ] && pass "the finished concept was not redone" \
+    || fail "the finished concept was not redone"
+  [ "$(ls "$T/kill/concepts" | grep -c '\.json$')" = 8 ] && pass "all 8 concepts done" || fail "all 8 concepts done"
+else
+  fail "killed after a first record (none appeared)"
+fi
+
+# --- bad input: exit 2, clear messages
+expect 2 "unknown method lists the known ones" "image-mean" -- "$EVAL" "${COMMON[@]}" --methods text,magic \
+  --out "$T/bad"
+mkdir -p "$T/empty_root/validation"
+expect 2 "root without annos/" "annos" -- "$EVAL" --bundle "$BUNDLE" --df2 "$T/empty_root" --out "$T/bad" -q
+mkdir -p "$T/noimg/validation/annos" && cp "$T/fw/validation/annos/000001.json" "$T/noimg/validation/annos/"
+expect 2 "split without image/" "image/" -- "$EVAL" --bundle "$BUNDLE" --df2 "$T/noimg" --out "$T/bad" -q
+expect 2 "unknown split names the existing ones" "validation" -- "$EVAL" "${COMMON[@]}" --split test --out "$T/bad"
+expect 2 "too many shots: concepts per k" "k=1:" -- "$EVAL" "${COMMON[@]}" --shots 50 --out "$T/bad"
+expect 2 "bad seeds" "seed" -- "$EVAL" "${COMMON[@]}" --seeds 0,x --out "$T/bad"
+expect 2 "unknown task" "task" -- "$EVAL" "${COMMON[@]}" --task dance --out "$T/bad"
+expect 2 "resume with other settings" "other settings" -- "$EVAL" "${COMMON[@]}" --shots 1 --methods text \
+  --out "$T/run"
+cp -r "$T/fw" "$T/fw_shopless"
+$PY - "$T/fw_shopless/validation/annos" <<'EOF'
+import json, os, sys
+d = sys.argv[1]
+for n in os.listdir(d):
+    a = json.load(open(os.path.join(d, n)))
+    if a["source"] == "shop":
+        os.remove(os.path.join(d, n))
+EOF
+expect 2 "empty gallery" "shop" -- "$EVAL" --bundle "$BUNDLE" --df2 "$T/fw_shopless" --shots 1 --methods text --out "$T/bad"
+# A gallery store of another bundle is refused, both hashes named.
+$PY - "$T/run/gallery/gallery.json" <<'EOF'
+import json, sys
+g = json.load(open(sys.argv[1]))
+g["bundle"]["image_encoder_sha256"] = "0" * 64
+json.dump(g, open(sys.argv[1], "w"))
+EOF
+expect 2 "gallery store of another bundle" "0000000000" -- "$EVAL" "${COMMON[@]}" --methods text,caption,image-mean,inv \
+  --max-concepts 2 --seeds 0,1 --composition --out "$T/run" -q
+finish
