@@ -104,9 +104,11 @@ def select(data, category, seed, shots, out_dir, n_neg=16):
     sib = [it for it in train if it["category"] in SIBLINGS[HIDDEN[category]]]
     negs = [sib[i] for i in rng.choice(len(sib), n_neg, replace=False)]
     for sub, lst in (("images", chosen), ("negatives", negs)):
-        d = os.path.join(out_dir, sub)
-        os.makedirs(d, exist_ok=True)
         for i, it in enumerate(lst):
+            # Negatives go into one sub-folder per category: ctok-learn reads the folder name
+            # as the image's class word (its own class prompt in the classification loss).
+            d = os.path.join(out_dir, sub, it["category"].replace(" ", "_")) if sub == "negatives" else os.path.join(out_dir, sub)
+            os.makedirs(d, exist_ok=True)
             Image.open(it["image"]).convert("RGB").crop(tuple(it["box"])).save(os.path.join(d, "%02d.png" % i))
     json.dump({"images": chosen, "negatives": negs}, open(os.path.join(out_dir, "selection.json"), "w"), indent=1)
 

@@ -23,7 +23,9 @@
 #include "ctok/data/concepts.hpp"
 #include "ctok/data/image_folder.hpp"
 #include "ctok/model/bundle.hpp"
+#include "ctok/token/attributes.hpp"
 #include "ctok/token/learner.hpp"
+#include "ctok/token/negatives.hpp"
 
 namespace fs = std::filesystem;
 using namespace ctok;
@@ -42,13 +44,15 @@ struct Options {
   std::string out;
   bool force = false, no_verify = false;
   // concept
-  std::string images, negatives, parent, token;
+  std::string images, negatives, negatives_from, negatives_cache, parent, token;
   std::vector<std::string> negative_prompts;
+  bool no_negatives = false;
+  int generated_negatives = token::GeneratedNegativeOptions{}.n;
   // DeepFashion2 concept
   std::string df2, split = "validation";
   std::optional<int64_t> pair_id;
   std::optional<int> style;
-  int shots = 3, df2_negatives = 32;
+  int shots = token::ConceptRequestOptions{}.shots, df2_negatives = token::ConceptRequestOptions{}.negatives;
   // learning overrides
   std::optional<int> steps, batch, checkpoint_every;
   std::optional<double> lr, lambda_inv, lambda_cls, lambda_norm;
@@ -81,6 +85,8 @@ token::LearnRequest make_request(const Options& o) {
   if (!o.negative_prompts.empty()) c.negative_prompts = o.negative_prompts;
   token::validate(c);
 
+  const int given = !o.negatives.empty() + !o.negatives_from.empty() + o.no_negatives;
+  if (given > 1) throw bad_input("give at most one of --negatives, --negatives-from and --no-negatives");
   if (!o.df2.empty()) {
     if (!o.images.empty()) throw bad_input("give either --images or --df2, not both");
     if (!o.pair_id || !o.style) throw bad_input("--df2 needs --pair-id and --style");
@@ -90,31 +96,52 @@ token::LearnRequest make_request(const Options& o) {
     co.min_shop = 0;
     auto concepts = data::find_concepts(split, co);
     const data::Concept& concept_ = data::get_concept(concepts, *o.pair_id, *o.style);
-    const auto support = data::select_support(concept_, o.shots, c.seed);
-    nlohmann::json ids = nlohmann::json::array();
-    for (const auto& s : support) {
-      r.images.push_back({s.image_path, s.box});
-      ids.push_back(s.id());
-    }
-    if (o.df2_negatives > 0 && c.lambda_cls > 0) {
-      for (const auto& n : data::select_negatives(split, concept_, o.df2_negatives, c.seed))
-        r.negatives.push_back({n.image_path, n.box});
-    }
-    if (r.parent.empty()) r.parent = data::query_word(concept_, data::hidden_categories(o.df2));
-    if (r.token.empty()) r.token = "<p" + std::to_string(concept_.pair_id) + "-s" + std::to_string(concept_.style) + ">";
-    r.source = {{"df2", o.df2},         {"split", o.split},       {"pair_id", concept_.pair_id},
-                {"style", concept_.style}, {"shots", o.shots},       {"support", ids},
-                {"category_name", concept_.category_name}, {"negatives", r.negatives.size()}};
-    spdlog::info("concept ({}, {}): {} \"{}\", support {} of {} user crops, {} negatives", concept_.pair_id,
-                 concept_.style, concept_.category_name, r.parent, support.size(), concept_.user.size(),
-                 r.negatives.size());
+    token::ConceptRequestOptions cr;
+    cr.root = o.df2;
+    cr.split = o.split;
+    cr.shots = o.shots;
+    cr.seed = c.seed;
+    cr.negatives = (o.negatives.empty() && o.negatives_from.empty() && !o.no_negatives) ? o.df2_negatives : 0;
+    cr.token = o.token;
+    cr.parent = o.parent;
+    cr.hidden = data::hidden_categories(o.df2);
+    cr.config = c;
+    r = token::request_for_concept(split, concept_, cr);
+    spdlog::info("concept ({}, {}): {} \"{}\", support {} of {} user crops, {} negatives from the split",
+                 concept_.pair_id, concept_.style, concept_.category_name, r.parent, r.images.size(),
+                 concept_.user.size(), r.negatives.size());
   } else {
     if (o.images.empty()) throw bad_input("give the concept images with --images DIR (or a concept with --df2)");
-    for (const auto& f : data::list_images(o.images)) r.images.push_back({f, std::nullopt});
-    if (!o.negatives.empty()) {
-      for (const auto& f : data::list_images(o.negatives)) r.negatives.push_back({f, std::nullopt});
+    for (const auto& f : data::list_images(o.images)) r.images.push_back({f, std::nullopt, ""});
+    r.source = {{"images", o.images}};
+  }
+  if (!o.negatives.empty()) {
+    r.negatives = token::negatives_from_folder(o.negatives);
+    r.negatives_source = {{"kind", "folder"}, {"dir", o.negatives}, {"n", r.negatives.size()}};
+  } else if (!o.negatives_from.empty()) {
+    if (r.parent.empty()) throw bad_input("--negatives-from needs --parent (the parent's categories are the negatives)");
+    // ROOT[:SPLIT]; a colon followed by a path separator belongs to the path.
+    std::string root = o.negatives_from, split_name = "train";
+    const auto colon = root.rfind(':');
+    if (colon != std::string::npos && root.find('/', colon) == std::string::npos) {
+      split_name = root.substr(colon + 1);
+      root = root.substr(0, colon);
     }
-    r.source = {{"images", o.images}, {"negatives", o.negatives}};
+    data::Split split = data::read_split(root, split_name);
+    token::SplitNegativeOptions no;
+    no.parent = r.parent;
+    try {
+      no.siblings = token::read_attribute_file(token::find_attribute_file(r.parent)).siblings;
+    } catch (const Error&) {
+    }
+    no.n = o.df2_negatives;
+    no.seed = c.seed;
+    r.negatives = token::negatives_from_split(split, no);
+    r.negatives_source = {{"kind", "df2"}, {"root", root}, {"split", split_name}, {"n", r.negatives.size()},
+                          {"seed", c.seed}};
+  } else if (o.no_negatives) {
+    r.negatives.clear();
+    r.negatives_source = {{"kind", "none"}, {"why", "--no-negatives"}};
   }
   if (r.parent.empty()) throw bad_input("--parent is required (the concept's parent word, e.g. dress)");
   if (r.token.empty()) throw bad_input("--token is required (the token string, e.g. \"<my-dress>\")");
@@ -130,9 +157,17 @@ int run(const Options& o) {
   bo.device = model::parse_device(o.common.device);
   model::check_device(bo.device);
   bo.verify_sha256 = !o.no_verify;
-  bo.load_image = request.config.lambda_cls > 0;
-  if (request.config.lambda_inv > 0) {
-    const model::Manifest m = model::load_manifest(bo.dir.empty() ? model::default_bundle_dir() : bo.dir);
+  // The image encoder always: the classification loss and the end-of-run hub check use it.
+  bo.load_image = true;
+  const model::Manifest manifest = model::load_manifest(bo.dir.empty() ? model::default_bundle_dir() : bo.dir);
+  bool generate = request.negatives.empty() && request.negatives_source.empty() && !o.no_negatives;
+  if (generate && !manifest.diffusion) {
+    spdlog::warn("bundle {} has no diffusion models to generate negatives with; give --negatives DIR or "
+                 "--negatives-from ROOT", manifest.name);
+    generate = false;
+  }
+  if (request.config.lambda_inv > 0 || generate) {
+    const model::Manifest& m = manifest;
     if (!m.diffusion) {
       throw bad_input("the inversion loss (--lambda-inv " + std::to_string(request.config.lambda_inv) +
                       ") needs a UNet, and bundle " + m.name +
@@ -142,6 +177,18 @@ int run(const Options& o) {
     bo.load_diffusion = true;
   }
   model::Bundle bundle = model::Bundle::load(bo);
+  if (generate) {
+    token::GeneratedNegativeOptions g;
+    g.words = token::generated_negative_words(request.parent);
+    g.templ = request.config.templates.front();
+    g.n = o.generated_negatives;
+    g.seed = request.config.seed;
+    g.cache_dir = o.negatives_cache;
+    g.progress = !log_quiet();
+    request.negatives = token::generate_negatives(bundle, g);
+    request.negatives_source = {{"kind", "generated"}, {"words", g.words}, {"per_word", g.n},
+                                {"seed", g.seed}, {"steps", g.steps}, {"guidance", g.guidance}};
+  }
   spdlog::info("bundle {} ({}), {} concept image(s), {} negative image(s)", bundle.name(), bundle.dir(),
                request.images.size(), request.negatives.size());
 
@@ -191,13 +238,27 @@ int main(int argc, char** argv) {
     app.add_option("--token", o.token, "the token string, e.g. \"<my-dress>\"");
     app.add_option("--out", o.out, "token file to write (.safetensors)")->required()->type_name("FILE");
     app.add_flag("--force", o.force, "overwrite --out");
-    app.add_option("--negatives", o.negatives, "folder of other items of the parent (image-side classification loss)")
+    app.add_option("--negatives", o.negatives,
+                   "folder of other items of the parent; sub-folders named by class word (sandal/, ankle_boot/) "
+                   "label their images")
+        ->type_name("DIR");
+    app.add_option("--negatives-from", o.negatives_from,
+                   "negatives from a DeepFashion2-layout split: the parent's category and its siblings (SPLIT "
+                   "default train)")
+        ->type_name("ROOT[:SPLIT]");
+    app.add_flag("--no-negatives", o.no_negatives,
+                 "no negative images (the classification loss is then off; default: generate them)");
+    app.add_option("--generated-negatives", o.generated_negatives,
+                   "without --negatives/--negatives-from/--df2: images rendered per sibling class word")
+        ->capture_default_str();
+    app.add_option("--negatives-cache", o.negatives_cache,
+                   "cache of generated negatives (default $CTOK_CACHE_DIR/negatives or ~/.cache/ctok/negatives)")
         ->type_name("DIR");
     app.add_option("--negative-prompt", o.negative_prompts,
                    "a negative class prompt (repeatable); replaces the default parent + sibling prompts");
-    app.add_option("--steps", o.steps, "optimisation steps (default 300)");
+    app.add_option("--steps", o.steps, "optimisation steps (default " + std::to_string(token::LearnConfig{}.steps) + ")");
     app.add_option("--lr", o.lr, "AdamW learning rate (of c with the subspace, else of v)");
-    app.add_option("--batch", o.batch, "images per step (default 4)");
+    app.add_option("--batch", o.batch, "images per step (default " + std::to_string(token::LearnConfig{}.batch) + ")");
     app.add_option("--lambda-inv", o.lambda_inv, "weight of the inversion loss (0: classification only)");
     app.add_option("--lambda-cls", o.lambda_cls, "weight of the classification loss (0: inversion only)");
     app.add_option("--lambda-norm", o.lambda_norm, "weight of the (|v| - r)^2 norm term");
@@ -217,7 +278,7 @@ int main(int argc, char** argv) {
     app.add_option("--style", o.style, "concept style (with --df2)");
     app.add_option("--shots", o.shots, "support-set size k (with --df2)")->capture_default_str();
     app.add_option("--df2-negatives", o.df2_negatives,
-                   "negative crops from other identities of the same category (with --df2; 0: none)")
+                   "negative crops from the split (--df2, --negatives-from): other identities and sibling categories")
         ->capture_default_str();
     app.add_flag("--no-verify", o.no_verify, "skip the bundle's sha256 check");
     tool::parse(app, argc, argv, o.common);

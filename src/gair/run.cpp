@@ -146,7 +146,7 @@ GairRun run(model::Bundle& bundle, const GairRequest& r, const GairOptions& opti
   }
   if (!r.concept_images.empty()) {
     for (const auto& f : data::list_images(r.concept_images)) {
-      concept_requests.push_back({f});
+      concept_requests.push_back({f, std::nullopt, false});
       out.concept_ids.push_back(fs::path(f).filename().string());
     }
   } else if (concept_key && source.contains("df2") && source["df2"].is_string()) {
@@ -178,7 +178,7 @@ GairRun run(model::Bundle& bundle, const GairRequest& r, const GairOptions& opti
   } else if (source.is_object() && source.contains("images") && source["images"].is_string() &&
              directory_exists(source["images"].get<std::string>())) {
     for (const auto& f : data::list_images(source["images"].get<std::string>())) {
-      concept_requests.push_back({f});
+      concept_requests.push_back({f, std::nullopt, false});
       out.concept_ids.push_back(fs::path(f).filename().string());
     }
   }

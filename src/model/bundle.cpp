@@ -294,6 +294,7 @@ torch::jit::Module& Bundle::image_encoder() {
 
 bool Bundle::has_diffusion() const { return impl_->manifest.diffusion.has_value(); }
 bool Bundle::diffusion_loaded() const { return impl_->diffusion_loaded; }
+bool Bundle::image_loaded() const { return impl_->image_loaded; }
 bool Bundle::has_vae() const { return impl_->vae; }
 
 torch::jit::Module& Bundle::unet() {

@@ -40,6 +40,7 @@ struct Decoded {
   image::Image image;
   image::Box box;
   std::string file_sha;
+  std::string label;
 };
 
 std::string box_text(const image::Box& b) {
@@ -53,6 +54,7 @@ std::vector<Decoded> decode_all(const std::vector<ImageSource>& sources, std::ve
     try {
       Decoded d;
       d.path = s.path;
+      d.label = s.label;
       d.image = image::decode_file(s.path);
       d.box = s.box ? *s.box : image::Box{0, 0, d.image.width, d.image.height};
       const image::Box clamped = variant_box(d.box, d.image.width, d.image.height, 0, 0);
@@ -135,8 +137,10 @@ ImageCache build_image_cache(model::Bundle& bundle, model::ClipModel& clip, mode
   }
   data_hash.update("negatives\n", 10);
   for (const auto& d : neg) {
-    const std::string line = d.file_sha + " " + box_text(d.box) + "\n";
+    const std::string line = d.file_sha + " " + box_text(d.box) + (d.label.empty() ? "" : " " + d.label) + "\n";
     data_hash.update(line.data(), line.size());
+    out.negative_labels.push_back(d.label);
+    out.negative_paths.push_back(d.path);
   }
   out.data_sha256 = data_hash.hex_digest();
 

@@ -32,6 +32,8 @@ struct ImageCache {
   torch::Tensor features;                   // [N * V, F] float32, not normalised (or undefined)
   torch::Tensor latents;                    // [N * V, C, h, w] float32 (or undefined)
   torch::Tensor negative_features;          // [M, F] (or undefined when M == 0)
+  std::vector<std::string> negative_labels; // [M], the usable negatives' labels
+  std::vector<std::string> negative_paths;  // [M]
   std::string data_sha256;                  // of the usable files' bytes and boxes
 };
 

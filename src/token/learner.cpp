@@ -20,6 +20,7 @@
 #include "ctok/data/concepts.hpp"
 #include "ctok/model/clip.hpp"
 #include "ctok/model/diffusion.hpp"
+#include "ctok/token/losses.hpp"
 #include "image_cache.hpp"
 
 namespace ctok::token {
@@ -66,7 +67,7 @@ struct Learner::Impl {
   model::Bundle& bundle;
   LearnRequest req;
   LearnConfig cfg;
-  model::ClipModel clip;
+  mutable model::ClipModel clip;  // encode() is not const; the learner's prompts are fixed
   std::unique_ptr<model::DiffusionModel> diffusion;
   torch::Device device{torch::kCPU};
 
@@ -78,13 +79,17 @@ struct Learner::Impl {
   std::vector<std::string> templates;          // the config's templates that fit the context
   std::vector<std::string> token_prompts;      // one per template
   std::vector<std::string> negative_prompts0;  // negatives of the first template (for logs)
+  std::vector<std::string> negative_words;     // [m] the class word of each negative prompt
   model::PromptBatch token_batch;              // token_prompts tokenised
-  torch::Tensor negative_features;             // [T, m, F] normalised (lambda_cls > 0)
+  torch::Tensor negative_features;             // [T, m, F] normalised (with image features)
 
   int n_images = 0, n_negatives = 0, variants = 1;
   torch::Tensor features;           // [N * V, F] normalised positives (lambda_cls > 0)
   torch::Tensor latents;            // [N * V, C, h, w] (lambda_inv > 0)
   torch::Tensor negative_image_features;  // [M, F] normalised (may be empty)
+  std::vector<std::string> negative_labels;  // [M]
+  torch::Tensor negative_targets;         // [M] long: index into the negative prompts, -1 "not the token"
+  int n_labelled = 0;
   std::vector<std::string> image_paths;   // usable positives
   std::string data_sha256;                // fingerprint of images + boxes (+ negatives)
 
@@ -99,7 +104,13 @@ struct Learner::Impl {
 
   bool use_inv() const { return cfg.lambda_inv > 0; }
   bool use_cls() const { return cfg.lambda_cls > 0; }
+  // Image features (and the negative prompts) are computed whenever the image encoder is
+  // loaded: the classification loss needs them and the hub check uses them in every run.
+  bool want_features() const { return use_cls() || bundle.image_loaded(); }
+  // No text side without negatives: over positives alone its optimum is a hub token.
+  bool use_text_side() const { return use_cls() && n_negatives > 0; }
   bool use_image_side() const { return use_cls() && cfg.cls_image_weight > 0 && n_negatives > 0; }
+  HubCheck hub_check() const;
 
   void setup();
   void setup_prompts();
@@ -189,6 +200,21 @@ void Learner::Impl::setup() {
 
   setup_images();  // first: an unusable image set is the likelier mistake
   setup_prompts();
+  if (use_cls() && n_negatives == 0) {
+    if (!use_inv()) {
+      throw bad_input("nothing to learn: the inversion loss is off (lambda_inv 0) and the classification loss "
+                      "has no negative images (a classification loss over the concept's images alone makes a hub "
+                      "token, so it is off without negatives)")
+          .key("negatives").expected("negative images (--negatives DIR, --negatives-from ROOT, or generated), "
+                                     "or lambda_inv > 0");
+    }
+    spdlog::warn("classification loss off: no negative images (over the concept's images alone it would make a "
+                 "hub token); learning with the inversion loss only. Give --negatives DIR or --negatives-from "
+                 "ROOT, or let ctok-learn generate them.");
+  } else if (use_cls()) {
+    spdlog::info("classification loss: {} negative image(s), {} with a class prompt, {} as \"not the token\"",
+                 n_negatives, n_labelled, n_negatives - n_labelled);
+  }
 }
 
 void Learner::Impl::setup_prompts() {
@@ -220,22 +246,27 @@ void Learner::Impl::setup_prompts() {
   }
   templates = kept_templates;
   token_batch = select_prompts(tokenized, kept_rows);
-  if (!use_cls()) return;
+  if (!want_features()) return;
   std::vector<std::vector<std::string>> negatives;  // per template
   if (!cfg.negative_prompts.empty()) {
     negatives.assign(templates.size(), cfg.negative_prompts);
+    negative_words = cfg.negative_prompts;  // a label matches a custom prompt by its full text
   } else {
-    std::vector<std::string> words{req.parent};
-    if (cfg.sibling_negatives && attributes) {
-      for (const auto& w : attributes->siblings)
-        if (w != req.parent) words.push_back(w);
-    }
+    negative_words = negative_class_words(req.parent, cfg.sibling_negatives && attributes ? &*attributes : nullptr);
     for (const auto& t : templates) {
       std::vector<std::string> ps;
-      for (const auto& w : words) ps.push_back(fill_template(t, "", w));
+      for (const auto& w : negative_words) ps.push_back(fill_template(t, "", w));
       negatives.push_back(ps);
     }
   }
+  std::vector<int64_t> targets;
+  n_labelled = 0;
+  for (const auto& l : negative_labels) {
+    auto it = l.empty() ? negative_words.end() : std::find(negative_words.begin(), negative_words.end(), l);
+    targets.push_back(it == negative_words.end() ? -1 : static_cast<int64_t>(it - negative_words.begin()));
+    n_labelled += targets.back() >= 0;
+  }
+  negative_targets = torch::tensor(targets, torch::TensorOptions().dtype(torch::kLong)).to(device);
   negative_prompts0 = negatives.front();
   std::vector<std::string> flat;
   for (const auto& ps : negatives) flat.insert(flat.end(), ps.begin(), ps.end());
@@ -248,13 +279,13 @@ void Learner::Impl::setup_prompts() {
 void Learner::Impl::setup_images() {
   ImageCacheRequest ir;
   ir.positives = req.images;
-  ir.negatives = use_cls() && cfg.cls_image_weight > 0 ? req.negatives : std::vector<ImageSource>{};
+  ir.negatives = want_features() ? req.negatives : std::vector<ImageSource>{};
   ir.max_negatives = cfg.max_negative_images;
   ir.negative_seed = cfg.seed;
   ir.variants = cfg.variants;
   ir.flip = cfg.flip;
   ir.crop_jitter = cfg.crop_jitter;
-  ir.want_features = use_cls();
+  ir.want_features = want_features();
   ir.want_latents = use_inv();
   ir.cache_dir = cfg.cache_dir;
   ImageCache cache = build_image_cache(bundle, clip, diffusion.get(), ir);
@@ -266,6 +297,8 @@ void Learner::Impl::setup_images() {
   if (cache.features.defined()) features = model::l2_normalize(cache.features).to(device).contiguous();
   if (cache.latents.defined()) latents = cache.latents.to(device).contiguous();
   if (n_negatives > 0) negative_image_features = model::l2_normalize(cache.negative_features).to(device).contiguous();
+  negative_labels = cache.negative_labels;
+  negative_labels.resize(static_cast<std::size_t>(n_negatives));
 }
 
 double Learner::Impl::lr_at(int s) const {
@@ -339,25 +372,37 @@ StepLosses Learner::Impl::compute(int s, torch::Tensor* grad_out) {
     out.inv = l_inv.item<double>();
     loss = loss + cfg.lambda_inv * l_inv;
   }
-  if (use_cls()) {
+  if (use_text_side() || use_image_side()) {
     const double scale = bundle.logit_scale();
     torch::Tensor tf = model::l2_normalize(enc.features.to(device));  // [U, F]
     torch::Tensor g = features.index_select(0, flat_t);                 // [B, F]
-    torch::Tensor ti = tf.index_select(0, map_t);                       // [B, F]
-    torch::Tensor pos = (g * ti).sum(-1, true);                         // [B, 1]
-    torch::Tensor tmpl_t = torch::tensor(tmpl, opts_long).to(device);
-    torch::Tensor negs = negative_features.index_select(0, tmpl_t);     // [B, m, F]
-    torch::Tensor neg = torch::bmm(negs, g.unsqueeze(2)).squeeze(2);    // [B, m]
-    torch::Tensor logits = scale * torch::cat({pos, neg}, 1);
-    torch::Tensor l_text = torch::nn::functional::cross_entropy(
-        logits, torch::zeros({B}, opts_long.device(device)));
-    out.cls_text = l_text.item<double>();
-    torch::Tensor l_cls = l_text;
+    torch::Tensor l_cls = torch::zeros({}, loss.options());
+    if (use_text_side()) {
+      // Every image, positives and negatives, over the class prompts [token, n_1 .. n_m].
+      // A positive's target is the token prompt; a negative's its own class prompt when its
+      // label names one, else "not the token": -log(1 - p(token)). Positives and negatives
+      // weigh half each (a batch has B positives and up to max_negative_images negatives).
+      torch::Tensor ti = tf.index_select(0, map_t);                     // [B, F]
+      torch::Tensor tmpl_t = torch::tensor(tmpl, opts_long).to(device);
+      torch::Tensor logits = scale * class_logits(g, ti, negative_features.index_select(0, tmpl_t));  // [B, 1 + m]
+      torch::Tensor l_pos = torch::nn::functional::cross_entropy(logits, torch::zeros({B}, opts_long.device(device)));
+      // Negative j is seen through template uniq[j % U] (the templates this step drew).
+      const int64_t M = n_negatives, U = static_cast<int64_t>(uniq.size());
+      std::vector<int64_t> slot(static_cast<std::size_t>(M)), ntmpl(static_cast<std::size_t>(M));
+      for (int64_t j = 0; j < M; ++j) {
+        slot[static_cast<std::size_t>(j)] = j % U;
+        ntmpl[static_cast<std::size_t>(j)] = uniq[static_cast<std::size_t>(j % U)];
+      }
+      torch::Tensor nlogits = scale * class_logits(negative_image_features,
+                                                   tf.index_select(0, torch::tensor(slot, opts_long).to(device)),
+                                                   negative_features.index_select(0, torch::tensor(ntmpl, opts_long).to(device)));
+      torch::Tensor l_neg = negative_text_loss(nlogits, negative_targets).mean();
+      torch::Tensor l_text = 0.5 * (l_pos + l_neg);
+      out.cls_text = l_text.item<double>();
+      l_cls = l_cls + l_text;
+    }
     if (use_image_side()) {
-      torch::Tensor all = torch::cat({g, negative_image_features}, 0);  // [B + M, F]
-      torch::Tensor lg = scale * torch::matmul(tf, all.t());            // [U, B + M]
-      torch::Tensor lsm = torch::log_softmax(lg, 1);
-      torch::Tensor l_img = -lsm.slice(1, 0, B).mean();
+      torch::Tensor l_img = image_side_loss(tf, g, negative_image_features, scale);
       out.cls_image = l_img.item<double>();
       l_cls = l_cls + cfg.cls_image_weight * l_img;
     }
@@ -386,6 +431,31 @@ StepLosses Learner::Impl::compute(int s, torch::Tensor* grad_out) {
   return out;
 }
 
+HubCheck Learner::Impl::hub_check() const {
+  HubCheck h;
+  if (!features.defined() || !negative_features.defined()) return h;
+  torch::NoGradGuard no_grad;
+  model::TokenVectors tokens{{req.token, current_vectors().detach()}};
+  auto enc = clip.encode(select_prompts(token_batch, {0}), tokens);
+  torch::Tensor t0 = model::l2_normalize(enc.features.to(device)).reshape({-1});  // [F]
+  torch::Tensor prompts = negative_features[0];                                   // [m, F]
+  auto won = [&](const torch::Tensor& images) {
+    torch::Tensor tok = torch::matmul(images, t0);                                // [N]
+    torch::Tensor best = std::get<0>(torch::matmul(images, prompts.t()).max(1));  // [N]
+    return tok.gt(best).to(torch::kFloat64).mean().item<double>();
+  };
+  torch::Tensor plain = features.index_select(
+      0, torch::arange(0, static_cast<int64_t>(n_images) * variants, variants,
+                       torch::TensorOptions().dtype(torch::kLong)).to(device));
+  h.positives = n_images;
+  h.positives_won = won(plain);
+  if (n_negatives > 0) {
+    h.negatives = n_negatives;
+    h.negatives_won = won(negative_image_features);
+  }
+  return h;
+}
+
 std::string Learner::Impl::fingerprint_config() const {
   nlohmann::json j = fingerprint_json(cfg);
   j["token"] = req.token;
@@ -410,6 +480,9 @@ const AttributeSet* Learner::attributes() const { return impl_->attributes ? &*i
 double Learner::vocab_norm() const { return impl_->vocab_norm; }
 const std::vector<std::string>& Learner::token_prompts() const { return impl_->token_prompts; }
 const std::vector<std::string>& Learner::negative_prompts() const { return impl_->negative_prompts0; }
+bool Learner::text_side_on() const { return impl_->use_text_side(); }
+int Learner::labelled_negatives() const { return impl_->n_labelled; }
+HubCheck Learner::hub_check() const { return impl_->hub_check(); }
 
 torch::Tensor Learner::vectors() const {
   torch::NoGradGuard g;
@@ -610,6 +683,9 @@ TokenFile Learner::token_file(const nlohmann::json& metrics) const {
   cfg["negative_prompts_used"] = m.negative_prompts0;
   cfg["images"] = m.n_images;
   cfg["negative_images"] = m.n_negatives;
+  cfg["negative_images_labelled"] = m.n_labelled;
+  cfg["negatives"] = m.req.negatives_source.empty() ? nlohmann::json{{"kind", m.n_negatives > 0 ? "given" : "none"}}
+                                                     : m.req.negatives_source;
   if (!m.req.source.empty()) cfg["source"] = m.req.source;
   t.config = cfg;
   t.metrics = metrics;
@@ -736,6 +812,28 @@ LearnResult learn(Learner& learner, const RunOptions& options) {
                     {"vector_norm", v.norm(2, 1).mean().item<double>()},
                     {"vocab_mean_norm", learner.vocab_norm()},
                     {"subspace_dim", learner.subspace() ? learner.subspace()->dim() : 0}};
+  const HubCheck hub = learner.hub_check();
+  if (hub.positives > 0) {
+    result.metrics["hub_check"] = {{"template", learner.token_prompts().front()},
+                                   {"negative_prompts", learner.negative_prompts()},
+                                   {"positives", hub.positives},
+                                   {"positives_won", hub.positives_won},
+                                   {"negatives", hub.negatives},
+                                   {"negatives_won", hub.negatives_won},
+                                   {"hub", hub.hub()}};
+    if (hub.negatives > 0) {
+      spdlog::info("hub check: the token prompt wins over the negative class prompts on {:.0f}% of the concept "
+                   "images and {:.0f}% of the negative images", 100 * hub.positives_won, 100 * hub.negatives_won);
+    } else {
+      spdlog::info("hub check: the token prompt wins over the negative class prompts on {:.0f}% of the concept "
+                   "images (no negative images to check it against)", 100 * hub.positives_won);
+    }
+    if (hub.hub()) {
+      spdlog::warn("the token looks like a hub: its prompt wins on {:.0f}% of the negative images, not only on the "
+                   "concept's; it will pick out the parent rather than the concept (try other negatives or a "
+                   "smaller lambda_cls)", 100 * hub.negatives_won);
+    }
+  }
   result.token = learner.token_file(result.metrics);
   if (!options.checkpoint_path.empty() && options.keep_checkpoint) {
     learner.save_checkpoint(options.checkpoint_path, result.seconds);

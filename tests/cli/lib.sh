@@ -3,6 +3,8 @@
 
 T=$(mktemp -d)
 trap 'chmod -R u+w "$T" 2>/dev/null; rm -rf "$T"' EXIT
+# Generated negatives (ctok-learn without --negatives) are cached here, not in ~/.cache.
+export CTOK_CACHE_DIR="$T/cache"
 fails=0
 pass() { echo "ok   $1"; }
 fail() { echo "FAIL $1"; fails=$((fails + 1)); }

@@ -80,7 +80,11 @@ rm -f "$T/nounet/unet.pt" "$T/nounet/vae_encoder.pt" "$T/nounet/vae_decoder.pt"
 expect 2 "bundle without UNet while lambda_inv > 0" "lambda-inv" -- "$LEARN" --bundle "$T/nounet" -q \
   --images "$T/img" --parent shoe --token "<x>" --steps 1 --out "$T/a.safetensors"
 expect 0 "bundle without UNet, classification only" "" -- "$LEARN" --bundle "$T/nounet" -q \
-  --images "$T/img" --parent shoe --token "<x>" --steps 1 --lambda-inv 0 --out "$T/nounet.safetensors"
+  --images "$T/img" --negatives "$T/neg" --parent shoe --token "<x>" --steps 1 --lambda-inv 0 \
+  --out "$T/nounet.safetensors"
+# No negatives and nothing to generate them with: a classification loss alone would make a hub.
+expect 2 "classification only without negatives" "nothing to learn" -- "$LEARN" --bundle "$T/nounet" -q \
+  --images "$T/img" --parent shoe --token "<x>" --steps 1 --lambda-inv 0 --out "$T/nounet2.safetensors"
 
 # --- checkpoints and --resume
 CK="$T/run.ckpt"
@@ -170,7 +174,8 @@ m = json.loads(b[8:8 + n])["__metadata__"]
 c = json.loads(m["config"])
 assert m["parent"] == "shoe", m["parent"]          # hidden category: the parent word
 assert c["source"]["pair_id"] == 2 and len(c["source"]["support"]) == 3, c["source"]
-assert c["negative_images"] == 2, c["negative_images"]  # one from each other identity
+assert c["negative_images"] == 6, c["negative_images"]  # every crop of the 2 other identities
+assert c["negatives"]["kind"] == "df2", c["negatives"]
 EOF
 then pass "DeepFashion2 token metadata"; else fail "DeepFashion2 token metadata"; fi
 expect 2 "DeepFashion2 concept that does not exist" "pair_id 9" -- "$LEARN" "${COMMON[@]}" --df2 "$T/df2" \

@@ -15,7 +15,10 @@
 #include "ctok/model/bundle.hpp"
 #include "ctok/token/attributes.hpp"
 #include "ctok/token/learn_config.hpp"
+#include "ctok/data/deepfashion2.hpp"
 #include "ctok/token/learner.hpp"
+#include "ctok/token/losses.hpp"
+#include "ctok/token/negatives.hpp"
 #include "ctok/token/subspace.hpp"
 
 namespace fs = std::filesystem;
@@ -223,7 +226,7 @@ TEST(Learner, LossesFiniteAndTokenFile) {
 }
 
 TEST(Learner, ClassificationLossGoesDown) {
-  Images im = make_images("down", 1, 0);
+  Images im = make_images("down", 1, 2);
   LearnConfig c;
   c.lambda_inv = 0;
   c.lambda_cls = 1;
@@ -235,7 +238,8 @@ TEST(Learner, ClassificationLossGoesDown) {
   const double before = learner.forward_backward(0).cls_text;
   for (int i = 0; i < c.steps; ++i) learner.step();
   const double after = learner.forward_backward(0).cls_text;
-  EXPECT_LT(after, 0.5 * before) << "before " << before << " after " << after;
+  // With negatives the text side has a floor well above 0 on random fixture weights.
+  EXPECT_LT(after, 0.85 * before) << "before " << before << " after " << after;
   fs::remove_all(im.dir);
 }
 
@@ -443,4 +447,199 @@ TEST(Learner, DiskCacheGivesTheSameResult) {
   LearnResult rb = learn(b, o);
   EXPECT_EQ(ra.token.vectors, rb.token.vectors);
   fs::remove_all(im.dir);
+}
+
+namespace {
+
+torch::Tensor unit(std::vector<float> v) {
+  torch::Tensor t = torch::tensor(v);
+  return t / t.norm();
+}
+
+}  // namespace
+
+// Hand values of the per-image negative loss: "not the token" is -log(1 - p0), a known class
+// is the cross-entropy to its prompt's column.
+TEST(Losses, NegativeTextLossHandValues) {
+  torch::Tensor logits = torch::tensor({0.0f, 0.0f, 0.0f, std::log(3.0f), 0.0f, 0.0f}).reshape({2, 3});
+  torch::Tensor l = negative_text_loss(logits, torch::tensor({int64_t{-1}, int64_t{1}}));
+  EXPECT_NEAR(l[0].item<double>(), -std::log(1.0 - 1.0 / 3.0), 1e-5);  // p0 = 1/3
+  EXPECT_NEAR(l[1].item<double>(), -std::log(1.0 / 5.0), 1e-5);        // column 2 of [3, 1, 1] / 5
+  l = negative_text_loss(logits, torch::tensor({int64_t{0}, int64_t{-1}}));
+  EXPECT_NEAR(l[0].item<double>(), std::log(3.0), 1e-5);
+  EXPECT_NEAR(l[1].item<double>(), -std::log(2.0 / 5.0), 1e-5);
+}
+
+// The old text side (positives only) prefers a hub token, whose prompt is near every image
+// of the parent; the loss of method.md §1 (every image, negatives with their own class or
+// "not the token") and the image side prefer the discriminative one.
+TEST(Losses, HubScoresWorseThanDiscriminative) {
+  // e3 is what every image of the parent shares; e0, e1, e2 tell concept, sandal, boot apart.
+  torch::Tensor pos = torch::stack({unit({0.5f, 0, 0, 1}), unit({0.45f, 0.05f, 0, 1})});
+  torch::Tensor neg = torch::stack({unit({0, 0.5f, 0, 1}), unit({0, 0, 0.5f, 1})});
+  torch::Tensor prompts = torch::stack({unit({1, 1, 1, 0}), unit({0, 1, 0, 0}), unit({0, 0, 1, 0})});  // parent, sandal, boot
+  torch::Tensor hub = unit({0, 0, 0, 1}), disc = unit({1, 0, 0, 0});
+  const double s = 10;
+  auto old_text = [&](const torch::Tensor& t) {
+    return text_side_loss(pos, neg.slice(0, 0, 0), torch::empty({0}, torch::kLong), t, prompts, s).item<double>();
+  };
+  auto text = [&](const torch::Tensor& t, const torch::Tensor& targets) {
+    return text_side_loss(pos, neg, targets, t, prompts, s).item<double>();
+  };
+  const torch::Tensor labelled = torch::tensor({int64_t{1}, int64_t{2}}), unknown = torch::tensor({int64_t{-1}, int64_t{-1}});
+  EXPECT_LT(old_text(hub), old_text(disc)) << "the fixture must reproduce the old objective's preference";
+  EXPECT_GT(text(hub, labelled), text(disc, labelled) + 1.0);
+  EXPECT_GT(text(hub, unknown), text(disc, unknown) + 1.0);
+  EXPECT_GT(image_side_loss(hub.reshape({1, -1}), pos, neg, s).item<double>(),
+            image_side_loss(disc.reshape({1, -1}), pos, neg, s).item<double>() + 0.5);
+}
+
+TEST(Learner, NoTextSideWithoutNegatives) {
+  Images im = make_images("no_negatives", 2, 0);
+  LearnConfig c;
+  c.steps = 2;
+  c.subspace = "none";
+  Learner learner(bundle(), request(im, c));
+  EXPECT_FALSE(learner.text_side_on());
+  const StepLosses l = learner.forward_backward(0);
+  EXPECT_EQ(l.cls_text, 0);
+  EXPECT_EQ(l.cls_image, 0);
+  EXPECT_GT(l.inv, 0);
+  // Classification alone without negatives has nothing to learn from.
+  c.lambda_inv = 0;
+  expect_bad_input([&] { Learner l2(bundle(false), request(im, c)); }, "nothing to learn");
+  fs::remove_all(im.dir);
+}
+
+TEST(Learner, LabelledNegativesAndHubCheck) {
+  Images im = make_images("labels", 2, 4);
+  im.negatives[0].label = "sandal";      // a sibling of shoe: its own class prompt
+  im.negatives[1].label = "ankle boot";  // likewise
+  im.negatives[2].label = "shoe";        // the parent prompt
+  im.negatives[3].label = "hat";         // no prompt: "not the token"
+  LearnConfig c;
+  c.steps = 2;
+  c.subspace = "none";
+  Learner learner(bundle(), request(im, c));
+  EXPECT_TRUE(learner.text_side_on());
+  EXPECT_EQ(learner.labelled_negatives(), 3);
+  RunOptions o;
+  o.progress = false;
+  LearnResult r = learn(learner, o);
+  ASSERT_TRUE(r.metrics.contains("hub_check")) << r.metrics.dump();
+  const auto& h = r.metrics["hub_check"];
+  EXPECT_EQ(h["positives"], 2);
+  EXPECT_EQ(h["negatives"], 4);
+  EXPECT_GE(h["negatives_won"].get<double>(), 0.0);
+  EXPECT_LE(h["negatives_won"].get<double>(), 1.0);
+  EXPECT_EQ(r.token.config["negative_images_labelled"], 3);
+  // The labels are part of the data fingerprint: a checkpoint of other labels is refused.
+  const std::string ck = (im.dir / "a.ckpt").string();
+  learner.save_checkpoint(ck, 0);
+  LearnRequest other = request(im, c);
+  other.negatives[0].label = "";
+  Learner l2(bundle(), other);
+  expect_bad_input([&] { l2.load_checkpoint(ck); }, "other images");
+  fs::remove_all(im.dir);
+}
+
+TEST(Negatives, FolderSubfoldersAreLabels) {
+  fs::path d = temp_dir("neg_folder");
+  image::write_png((d / "a.png").string(), make_image(8, 8, {1, 2, 3}, 0));
+  fs::create_directories(d / "ankle_boot");
+  image::write_png((d / "ankle_boot" / "b.png").string(), make_image(8, 8, {1, 2, 3}, 0));
+  fs::create_directories(d / "empty");
+  fs::create_directories(d / ".hidden");
+  image::write_png((d / ".hidden" / "c.png").string(), make_image(8, 8, {1, 2, 3}, 0));
+  auto n = negatives_from_folder(d.string());
+  ASSERT_EQ(n.size(), 2u);
+  EXPECT_EQ(n[0].label, "");
+  EXPECT_EQ(n[1].label, "ankle boot");
+  fs::remove_all(d / "a.png");
+  fs::remove_all(d / "ankle_boot");
+  expect_bad_input([&] { negatives_from_folder(d.string()); }, "no image");
+  expect_bad_input([&] { negatives_from_folder((d / "missing").string()); }, "missing");
+  fs::remove_all(d);
+}
+
+TEST(Negatives, FromASplitAndTheConceptProtocol) {
+  fs::path root = temp_dir("neg_split");
+  int n = 0;
+  auto add = [&](const std::string& source, int pair, const std::string& cat, int style) {
+    char stem[16];
+    std::snprintf(stem, sizeof stem, "%06d", ++n);
+    const fs::path a = root / "validation" / "annos" / (std::string(stem) + ".json");
+    fs::create_directories(a.parent_path());
+    std::ofstream(a) << "{\"source\": \"" << source << "\", \"pair_id\": " << pair
+                     << ", \"item1\": {\"category_id\": 1, \"category_name\": \"" << cat << "\", \"style\": " << style
+                     << ", \"bounding_box\": [0, 0, 10, 10], \"parent\": \"shoe\"}}";
+    const fs::path im = root / "validation" / "image" / (std::string(stem) + ".jpg");
+    fs::create_directories(im.parent_path());
+    const auto bytes = image::encode_jpeg(make_image(16, 16, {200, 10, 10}, 0), 90);
+    std::ofstream(im, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  };
+  for (int p = 1; p <= 3; ++p) {
+    for (int u = 0; u < 3; ++u) add("user", p, "sneaker", 1);
+    add("shop", p, "sneaker", 1);
+  }
+  for (int p = 4; p <= 5; ++p) add("user", p, "sandal", 1);
+  add("user", 6, "bag", 1);
+  add("user", 7, "sandal", 0);  // style 0: never used
+  std::ofstream(root / "world.json") << R"({"categories": [{"id": 8, "name": "sneaker", "parent": "shoe", "hidden": true}]})";
+  data::Split split = data::read_split(root.string(), "validation");
+  auto concepts = data::find_concepts(split);
+  const data::Concept& c = data::get_concept(concepts, 1, 1);
+  ConceptRequestOptions o;
+  o.root = root.string();
+  o.split = "validation";
+  o.negatives = 4;
+  o.hidden = data::hidden_categories(root.string());
+  o.attributes_dir = kAttributes;
+  LearnRequest r = request_for_concept(split, c, o);
+  EXPECT_EQ(r.parent, "shoe");  // the hidden category's parent
+  EXPECT_EQ(r.token, "<p1-s1>");
+  EXPECT_EQ(r.images.size(), 3u);
+  ASSERT_EQ(r.negatives.size(), 4u);
+  int shoe = 0, sandal = 0;
+  for (const auto& x : r.negatives) {
+    shoe += x.label == "shoe";  // other sneaker identities: the parent's prompt
+    sandal += x.label == "sandal";
+  }
+  EXPECT_EQ(shoe, 2);  // half from each pool, one crop per identity (pairs 2 and 3)
+  EXPECT_EQ(sandal, 2);
+  EXPECT_EQ(r.negatives_source["kind"], "df2");
+  // The same draw for the same seed; no crop of the concept itself.
+  LearnRequest again = request_for_concept(split, c, o);
+  for (std::size_t i = 0; i < r.negatives.size(); ++i) EXPECT_EQ(again.negatives[i].path, r.negatives[i].path);
+  SplitNegativeOptions so;
+  so.parent = "hat";
+  expect_bad_input([&] { negatives_from_split(split, so); }, "hat");
+  fs::remove_all(root);
+}
+
+TEST(Negatives, GeneratedAreCachedPerBundleAndReused) {
+  fs::path d = temp_dir("neg_generated");
+  GeneratedNegativeOptions g;
+  g.words = {"sandal", "ankle boot"};
+  g.n = 2;
+  g.steps = 2;
+  g.cache_dir = d.string();
+  g.progress = false;
+  auto a = generate_negatives(bundle(), g);
+  ASSERT_EQ(a.size(), 4u);
+  EXPECT_EQ(a[0].label, "sandal");
+  EXPECT_EQ(a[3].label, "ankle boot");
+  for (const auto& x : a) EXPECT_TRUE(file_exists(x.path)) << x.path;
+  const std::string bytes = read_text_file(a[1].path);
+  fs::remove(a[1].path);  // a missing seed is rendered again, the same image
+  auto b = generate_negatives(bundle(), g);
+  EXPECT_EQ(read_text_file(b[1].path), bytes);
+  // A cache entry whose meta.json names another bundle is refused.
+  const fs::path meta = fs::path(a[0].path).parent_path() / "meta.json";
+  auto j = nlohmann::json::parse(read_text_file(meta.string()));
+  j["bundle_sha256"] = {{"x", "y"}};
+  write_file_atomic(meta.string(), j.dump());
+  expect_bad_input([&] { generate_negatives(bundle(), g); }, "another bundle");
+  expect_bad_input([&] { generate_negatives(bundle(false), g); }, "diffusion");
+  fs::remove_all(d);
 }

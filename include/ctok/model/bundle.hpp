@@ -75,6 +75,7 @@ class Bundle {
   // The input word-embedding table [vocab_size, width] on the device, in dtype().
   const torch::Tensor& token_embedding() const;
   torch::jit::Module& image_encoder();       // runtime_failure if load_image was false
+  bool image_loaded() const;                 // loaded with load_image
 
   bool has_diffusion() const;                // the manifest has a diffusion section
   bool diffusion_loaded() const;

@@ -40,6 +40,10 @@ inline constexpr const char* kCheckpointFormat = "ctok-learn-checkpoint/1";
 struct ImageSource {
   std::string path;
   std::optional<image::Box> box;  // crop (a DeepFashion2 item), else the whole image
+  // A negative's class word ("sandal"; the parent word for another item of the parent).
+  // The text side of the classification loss targets the negative class prompt of that
+  // word; "" or a word without a prompt: "not the token", -log(1 - p(token prompt | x)).
+  std::string label;
 };
 
 struct LearnRequest {
@@ -47,9 +51,21 @@ struct LearnRequest {
   std::string parent;                  // the parent concept text, e.g. "dress"
   LearnConfig config;
   std::vector<ImageSource> images;     // the concept's images (at least one usable)
-  std::vector<ImageSource> negatives;  // other items of the parent, for the image-side loss
+  std::vector<ImageSource> negatives;  // other items of the parent (classification loss, both sides)
+  // Where the negatives came from ({"kind": "folder" | "df2" | "generated" | "none", ...}),
+  // recorded in the token file's config.
+  nlohmann::json negatives_source = nlohmann::json::object();
   std::string attributes_dir;          // where subspace "auto" looks; "" : default_attributes_dir()
   nlohmann::json source = nlohmann::json::object();  // recorded in the token file (e.g. the DF2 concept)
+};
+
+// The end-of-run hub check (method.md §1): on how many images the token prompt (first
+// template) scores above every negative class prompt. A token that wins on most negatives
+// is a hub: its prompt is near every image of the parent, not the concept's alone.
+struct HubCheck {
+  int positives = 0, negatives = 0;             // images checked
+  double positives_won = 0, negatives_won = 0;  // shares in [0, 1] (0 when none checked)
+  bool hub() const { return negatives > 0 && negatives_won > 0.5; }
 };
 
 struct StepLosses {
@@ -79,6 +95,13 @@ class Learner {
   double vocab_norm() const;          // r
   const std::vector<std::string>& token_prompts() const;     // one per template
   const std::vector<std::string>& negative_prompts() const;  // of the first template (log)
+  // The classification loss's text side runs only with negative images (a text side over
+  // positives alone makes hub tokens); false also when lambda_cls is 0.
+  bool text_side_on() const;
+  // Negative images whose label names a negative class prompt (the rest: "not the token").
+  int labelled_negatives() const;
+  // The hub check at the current vectors (plain images, first template).
+  HubCheck hub_check() const;
 
   const std::vector<StepLosses>& recent_losses() const;  // the last 10 steps (kept across a resume)
   torch::Tensor vectors() const;    // current v [n, width] float32 CPU
