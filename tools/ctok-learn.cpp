@@ -23,7 +23,8 @@
 #include "ctok/data/concepts.hpp"
 #include "ctok/data/image_folder.hpp"
 #include "ctok/model/bundle.hpp"
-#include "ctok/token/attributes.hpp"
+#include "ctok/core/json.hpp"
+#include "ctok/token/cohort.hpp"
 #include "ctok/token/learner.hpp"
 #include "ctok/token/negatives.hpp"
 
@@ -45,6 +46,8 @@ struct Options {
   bool force = false, no_verify = false;
   // concept
   std::string images, negatives, negatives_from, negatives_cache, parent, token;
+  std::string concepts, parents;  // cohort: one token per sub-folder
+  int cohort = token::CohortOptions{}.cohort;
   std::vector<std::string> negative_prompts;
   bool no_negatives = false;
   int generated_negatives = token::GeneratedNegativeOptions{}.n;
@@ -62,10 +65,21 @@ struct Options {
   bool keep_checkpoint = false;
 };
 
-token::LearnRequest make_request(const Options& o) {
+token::NegativeSourceOptions negative_sources(const Options& o) {
+  token::NegativeSourceOptions n;
+  n.folder = o.negatives;
+  n.split = o.negatives_from;
+  n.none = o.no_negatives;
+  n.split_n = o.df2_negatives;
+  n.generated_n = o.generated_negatives;
+  n.cache_dir = o.negatives_cache;
+  n.progress = !log_quiet();
+  return n;
+}
+
+// The learning config (file + flags); no images yet.
+token::LearnRequest make_request_base(const Options& o) {
   token::LearnRequest r;
-  r.token = o.token;
-  r.parent = o.parent;
   r.config = o.common.config.empty() ? token::LearnConfig{} : token::read_learn_config(o.common.config);
   token::LearnConfig& c = r.config;
   if (o.steps) c.steps = *o.steps;
@@ -84,9 +98,15 @@ token::LearnRequest make_request(const Options& o) {
   if (o.common.seed) c.seed = *o.common.seed;
   if (!o.negative_prompts.empty()) c.negative_prompts = o.negative_prompts;
   token::validate(c);
+  token::check_negative_sources(negative_sources(o));
+  return r;
+}
 
-  const int given = !o.negatives.empty() + !o.negatives_from.empty() + o.no_negatives;
-  if (given > 1) throw bad_input("give at most one of --negatives, --negatives-from and --no-negatives");
+token::LearnRequest make_request(const Options& o) {
+  token::LearnRequest r = make_request_base(o);
+  const token::LearnConfig& c = r.config;
+  r.token = o.token;
+  r.parent = o.parent;
   if (!o.df2.empty()) {
     if (!o.images.empty()) throw bad_input("give either --images or --df2, not both");
     if (!o.pair_id || !o.style) throw bad_input("--df2 needs --pair-id and --style");
@@ -115,80 +135,113 @@ token::LearnRequest make_request(const Options& o) {
     for (const auto& f : data::list_images(o.images)) r.images.push_back({f, std::nullopt, ""});
     r.source = {{"images", o.images}};
   }
-  if (!o.negatives.empty()) {
-    r.negatives = token::negatives_from_folder(o.negatives);
-    r.negatives_source = {{"kind", "folder"}, {"dir", o.negatives}, {"n", r.negatives.size()}};
-  } else if (!o.negatives_from.empty()) {
-    if (r.parent.empty()) throw bad_input("--negatives-from needs --parent (the parent's categories are the negatives)");
-    // ROOT[:SPLIT]; a colon followed by a path separator belongs to the path.
-    std::string root = o.negatives_from, split_name = "train";
-    const auto colon = root.rfind(':');
-    if (colon != std::string::npos && root.find('/', colon) == std::string::npos) {
-      split_name = root.substr(colon + 1);
-      root = root.substr(0, colon);
-    }
-    data::Split split = data::read_split(root, split_name);
-    token::SplitNegativeOptions no;
-    no.parent = r.parent;
-    try {
-      no.siblings = token::read_attribute_file(token::find_attribute_file(r.parent)).siblings;
-    } catch (const Error&) {
-    }
-    no.n = o.df2_negatives;
-    no.seed = c.seed;
-    r.negatives = token::negatives_from_split(split, no);
-    r.negatives_source = {{"kind", "df2"}, {"root", root}, {"split", split_name}, {"n", r.negatives.size()},
-                          {"seed", c.seed}};
-  } else if (o.no_negatives) {
-    r.negatives.clear();
-    r.negatives_source = {{"kind", "none"}, {"why", "--no-negatives"}};
-  }
   if (r.parent.empty()) throw bad_input("--parent is required (the concept's parent word, e.g. dress)");
   if (r.token.empty()) throw bad_input("--token is required (the token string, e.g. \"<my-dress>\")");
   return r;
 }
 
-int run(const Options& o) {
-  tool::check_overwrite(o.out, o.force);
-  token::LearnRequest request = make_request(o);
-
+// The image encoder always (the classification loss and the end-of-run hub check use it);
+// the diffusion models for the inversion loss and for generated negatives.
+model::Bundle load_bundle(const Options& o, bool inversion, bool& generate) {
   model::BundleOptions bo;
-  bo.dir = o.common.bundle;
+  bo.dir = o.common.bundle_dir();
   bo.device = model::parse_device(o.common.device);
   model::check_device(bo.device);
   bo.verify_sha256 = !o.no_verify;
-  // The image encoder always: the classification loss and the end-of-run hub check use it.
   bo.load_image = true;
-  const model::Manifest manifest = model::load_manifest(bo.dir.empty() ? model::default_bundle_dir() : bo.dir);
-  bool generate = request.negatives.empty() && request.negatives_source.empty() && !o.no_negatives;
-  if (generate && !manifest.diffusion) {
+  const model::Manifest m = model::load_manifest(bo.dir);
+  if (inversion && !m.diffusion) {
+    throw bad_input("the inversion loss (--lambda-inv) needs a UNet, and bundle " + m.name +
+                    " has none (no \"diffusion\" section); use --lambda-inv 0 or a bundle with diffusion models")
+        .file(m.path).key("diffusion");
+  }
+  if (generate && !m.diffusion) {
     spdlog::warn("bundle {} has no diffusion models to generate negatives with; give --negatives DIR or "
-                 "--negatives-from ROOT", manifest.name);
+                 "--negatives-from ROOT", m.name);
     generate = false;
   }
-  if (request.config.lambda_inv > 0 || generate) {
-    const model::Manifest& m = manifest;
-    if (!m.diffusion) {
-      throw bad_input("the inversion loss (--lambda-inv " + std::to_string(request.config.lambda_inv) +
-                      ") needs a UNet, and bundle " + m.name +
-                      " has none (no \"diffusion\" section); use --lambda-inv 0 or a bundle with diffusion models")
-          .file(m.path).key("diffusion");
+  bo.load_diffusion = inversion || generate;
+  return model::Bundle::load(bo);
+}
+
+// --concepts DIR --out OUTDIR: one token per sub-folder, learned as a cohort.
+int run_concepts(const Options& o) {
+  token::LearnRequest base = make_request_base(o);
+  nlohmann::json parents = nlohmann::json::object();
+  if (!o.parents.empty()) {
+    parents = json::parse_file(o.parents);
+    json::require_object(parents, o.parents);
+  }
+  std::vector<token::LearnRequest> requests;
+  std::vector<std::string> outs;
+  bool generate = false;
+  const auto n = negative_sources(o);
+  for (const auto& name : data::list_subfolders(o.concepts)) {
+    token::LearnRequest r = base;
+    r.token = "<" + name + ">";
+    r.parent = parents.contains(name) ? parents[name].get<std::string>() : o.parent;
+    if (r.parent.empty()) {
+      throw bad_input("no parent word for concept folder " + name + ": give --parent or list it in --parents")
+          .file(o.parents.empty() ? o.concepts : o.parents).key(name);
     }
-    bo.load_diffusion = true;
+    const std::string dir = (fs::path(o.concepts) / name).string();
+    for (const auto& f : data::list_images(dir)) r.images.push_back({f, std::nullopt, ""});  // names an empty folder
+    r.source = {{"images", dir}, {"concepts", o.concepts}};
+    const std::string out = (fs::path(o.out) / (name + ".safetensors")).string();
+    if (!o.force && file_exists(out)) {
+      spdlog::info("{} exists: {} is done (--force learns it again)", out, r.token);
+      continue;
+    }
+    generate = token::attach_given_negatives(r, n) || generate;
+    requests.push_back(std::move(r));
+    outs.push_back(out);
   }
-  model::Bundle bundle = model::Bundle::load(bo);
-  if (generate) {
-    token::GeneratedNegativeOptions g;
-    g.words = token::generated_negative_words(request.parent);
-    g.templ = request.config.templates.front();
-    g.n = o.generated_negatives;
-    g.seed = request.config.seed;
-    g.cache_dir = o.negatives_cache;
-    g.progress = !log_quiet();
-    request.negatives = token::generate_negatives(bundle, g);
-    request.negatives_source = {{"kind", "generated"}, {"words", g.words}, {"per_word", g.n},
-                                {"seed", g.seed}, {"steps", g.steps}, {"guidance", g.guidance}};
+  if (requests.empty()) return 0;
+  bool inversion = false;
+  for (const auto& r : requests) inversion = inversion || r.config.lambda_inv > 0;
+  model::Bundle bundle = load_bundle(o, inversion, generate);
+  for (auto& r : requests) {
+    bundle.tokenizer().add_custom_token(r.token);  // a name the vocabulary has as one piece: exit 2 now
+    if (r.negatives.empty() && r.negatives_source.empty() && generate) token::attach_generated_negatives(bundle, r, n);
   }
+  fs::create_directories(o.out);
+  token::CohortOptions co;
+  co.cohort = o.cohort;
+  co.stop = &g_stop;
+  for (const auto& out : outs) co.checkpoint_paths.push_back(out + ".ckpt");
+  co.on_done = [&](std::size_t i, const token::LearnResult& r) {
+    token::write_token_file(outs[i], r.token);
+    std::error_code ec;
+    fs::remove(co.checkpoint_paths[i], ec);
+  };
+  std::signal(SIGINT, on_sigint);
+  const auto results = token::learn_cohort(bundle, requests, co);
+  std::signal(SIGINT, SIG_DFL);
+  int failed = 0, interrupted = 0;
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    if (!results[i].error.empty()) {
+      ++failed;
+      spdlog::error("{}: {}", requests[i].token, results[i].error);
+    } else if (results[i].result.status == token::LearnStatus::kInterrupted) {
+      ++interrupted;
+    }
+  }
+  spdlog::info("{} token(s) learned into {}, {} failed, {} interrupted", results.size() - failed - interrupted,
+               o.out, failed, interrupted);
+  if (interrupted) {
+    std::fprintf(stderr, "interrupted; run the same command again to continue from the checkpoints\n");
+    return 130;
+  }
+  return failed ? 1 : 0;
+}
+
+int run(const Options& o) {
+  if (!o.concepts.empty()) return run_concepts(o);
+  tool::check_overwrite(o.out, o.force);
+  token::LearnRequest request = make_request(o);
+  bool generate = token::attach_given_negatives(request, negative_sources(o));
+  model::Bundle bundle = load_bundle(o, request.config.lambda_inv > 0, generate);
+  if (generate) token::attach_generated_negatives(bundle, request, negative_sources(o));
   spdlog::info("bundle {} ({}), {} concept image(s), {} negative image(s)", bundle.name(), bundle.dir(),
                request.images.size(), request.negatives.size());
 
@@ -234,9 +287,16 @@ int main(int argc, char** argv) {
     Options o;
     tool::add_common_options(app, o.common);
     app.add_option("--images", o.images, "folder of the concept's images")->type_name("DIR");
+    app.add_option("--concepts", o.concepts,
+                   "folder of concept folders: sub-folder x learns token <x> into --out/x.safetensors, all as one "
+                   "batched cohort (--out is then a folder; finished tokens are skipped without --force)")
+        ->type_name("DIR");
+    app.add_option("--parents", o.parents, "with --concepts: JSON object mapping folder name to parent word")
+        ->type_name("FILE.json");
+    app.add_option("--cohort", o.cohort, "with --concepts: tokens per batched step")->capture_default_str();
     app.add_option("--parent", o.parent, "the parent concept word, e.g. dress (with --df2: default the category)");
     app.add_option("--token", o.token, "the token string, e.g. \"<my-dress>\"");
-    app.add_option("--out", o.out, "token file to write (.safetensors)")->required()->type_name("FILE");
+    app.add_option("--out", o.out, "token file to write (.safetensors); with --concepts a folder")->required()->type_name("FILE");
     app.add_flag("--force", o.force, "overwrite --out");
     app.add_option("--negatives", o.negatives,
                    "folder of other items of the parent; sub-folders named by class word (sandal/, ankle_boot/) "

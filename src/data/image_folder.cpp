@@ -53,4 +53,18 @@ std::vector<std::string> list_images(const std::string& dir) {
   return images;
 }
 
+std::vector<std::string> list_subfolders(const std::string& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) throw bad_input("not a folder").file(dir).expected("a folder of concept folders");
+  std::vector<std::string> out;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (!name.empty() && name[0] != '.' && it->is_directory()) out.push_back(name);
+  }
+  if (ec) throw bad_input("cannot read the folder: " + ec.message()).file(dir);
+  if (out.empty()) throw bad_input("the folder has no sub-folder (one per concept)").file(dir);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 }  // namespace ctok::data

@@ -22,6 +22,7 @@
 #include "ctok/model/diffusion.hpp"
 #include "ctok/token/losses.hpp"
 #include "image_cache.hpp"
+#include "learner_impl.hpp"
 
 namespace ctok::token {
 namespace fs = std::filesystem;
@@ -63,66 +64,7 @@ model::PromptBatch select_prompts(const model::PromptBatch& all, const std::vect
 
 }  // namespace
 
-struct Learner::Impl {
-  model::Bundle& bundle;
-  LearnRequest req;
-  LearnConfig cfg;
-  mutable model::ClipModel clip;  // encode() is not const; the learner's prompts are fixed
-  std::unique_ptr<model::DiffusionModel> diffusion;
-  torch::Device device{torch::kCPU};
 
-  std::optional<AttributeSet> attributes;
-  std::optional<Subspace> subspace;
-  double vocab_norm = 0;
-  std::string init_word;
-
-  std::vector<std::string> templates;          // the config's templates that fit the context
-  std::vector<std::string> token_prompts;      // one per template
-  std::vector<std::string> negative_prompts0;  // negatives of the first template (for logs)
-  std::vector<std::string> negative_words;     // [m] the class word of each negative prompt
-  model::PromptBatch token_batch;              // token_prompts tokenised
-  torch::Tensor negative_features;             // [T, m, F] normalised (with image features)
-
-  int n_images = 0, n_negatives = 0, variants = 1;
-  torch::Tensor features;           // [N * V, F] normalised positives (lambda_cls > 0)
-  torch::Tensor latents;            // [N * V, C, h, w] (lambda_inv > 0)
-  torch::Tensor negative_image_features;  // [M, F] normalised (may be empty)
-  std::vector<std::string> negative_labels;  // [M]
-  torch::Tensor negative_targets;         // [M] long: index into the negative prompts, -1 "not the token"
-  int n_labelled = 0;
-  std::vector<std::string> image_paths;   // usable positives
-  std::string data_sha256;                // fingerprint of images + boxes (+ negatives)
-
-  // Optimisation state.
-  torch::Tensor param;  // [n, k] or [n, W] float32 on device, leaf
-  torch::Tensor adam_m, adam_v;
-  int step = 0;
-  std::vector<StepLosses> recent;  // the last kRecent steps (checkpointed: metrics survive a resume)
-  static constexpr std::size_t kRecent = 10;
-
-  Impl(model::Bundle& b, LearnRequest r) : bundle(b), req(std::move(r)), cfg(req.config), clip(b) {}
-
-  bool use_inv() const { return cfg.lambda_inv > 0; }
-  bool use_cls() const { return cfg.lambda_cls > 0; }
-  // Image features (and the negative prompts) are computed whenever the image encoder is
-  // loaded: the classification loss needs them and the hub check uses them in every run.
-  bool want_features() const { return use_cls() || bundle.image_loaded(); }
-  // No text side without negatives: over positives alone its optimum is a hub token.
-  bool use_text_side() const { return use_cls() && n_negatives > 0; }
-  bool use_image_side() const { return use_cls() && cfg.cls_image_weight > 0 && n_negatives > 0; }
-  HubCheck hub_check() const;
-
-  void setup();
-  void setup_prompts();
-  void setup_images();
-  torch::Tensor current_vectors() const {
-    return subspace ? expand(*subspace, param) : param;
-  }
-  double lr_at(int s) const;
-  StepLosses compute(int s, torch::Tensor* grad_out);
-  std::string fingerprint_config() const;
-  std::string bundle_id() const { return bundle.text_encoder_sha256(); }
-};
 
 void Learner::Impl::setup() {
   validate(cfg);
@@ -312,14 +254,15 @@ double Learner::Impl::lr_at(int s) const {
   return base * f;
 }
 
-// Losses of step s at the current parameter; with grad_out, the gradient too.
-StepLosses Learner::Impl::compute(int s, torch::Tensor* grad_out) {
-  StepLosses out;
+Learner::Impl::StepPlan Learner::Impl::plan(int s) const {
+  StepPlan pl;
+  pl.s = s;
   SplitMix64 rng(mix_seed(cfg.seed, static_cast<uint64_t>(s), 0x1));
   const int B = cfg.batch;
+  pl.B = B;
   // Images: an epoch-style permutation so a batch repeats an image only when it must.
   std::vector<int64_t> perm(static_cast<std::size_t>(n_images));
-  std::vector<int64_t> idx, var, tmpl, tsteps;
+  std::vector<int64_t> idx, var, tsteps;
   for (int b = 0; b < B; ++b) {
     if (b % n_images == 0) {
       for (int i = 0; i < n_images; ++i) perm[static_cast<std::size_t>(i)] = i;
@@ -328,70 +271,75 @@ StepLosses Learner::Impl::compute(int s, torch::Tensor* grad_out) {
     idx.push_back(perm[static_cast<std::size_t>(b % n_images)]);
   }
   for (int b = 0; b < B; ++b) var.push_back(static_cast<int64_t>(rng.below(static_cast<uint64_t>(variants))));
-  for (int b = 0; b < B; ++b) tmpl.push_back(static_cast<int64_t>(rng.below(templates.size())));
+  for (int b = 0; b < B; ++b) pl.tmpl.push_back(static_cast<int64_t>(rng.below(templates.size())));
   if (use_inv()) {
     const int T = bundle.schedule().num_train_timesteps();
     const int lo = cfg.timestep_min, hi = cfg.timestep_max < 0 ? T - 1 : cfg.timestep_max;
     for (int b = 0; b < B; ++b) tsteps.push_back(lo + static_cast<int64_t>(rng.below(static_cast<uint64_t>(hi - lo + 1))));
   }
   // Unique templates of this batch, in first-use order.
-  std::vector<int64_t> uniq, item_to_uniq;
-  for (int64_t t : tmpl) {
-    auto it = std::find(uniq.begin(), uniq.end(), t);
-    if (it == uniq.end()) {
-      item_to_uniq.push_back(static_cast<int64_t>(uniq.size()));
-      uniq.push_back(t);
+  std::vector<int64_t> item_to_uniq;
+  for (int64_t t : pl.tmpl) {
+    auto it = std::find(pl.uniq.begin(), pl.uniq.end(), t);
+    if (it == pl.uniq.end()) {
+      item_to_uniq.push_back(static_cast<int64_t>(pl.uniq.size()));
+      pl.uniq.push_back(t);
     } else {
-      item_to_uniq.push_back(it - uniq.begin());
+      item_to_uniq.push_back(it - pl.uniq.begin());
     }
   }
   std::vector<int64_t> flat(static_cast<std::size_t>(B));
   for (int b = 0; b < B; ++b) flat[static_cast<std::size_t>(b)] = idx[static_cast<std::size_t>(b)] * variants + var[static_cast<std::size_t>(b)];
   auto opts_long = torch::TensorOptions().dtype(torch::kLong);
-  torch::Tensor flat_t = torch::tensor(flat, opts_long).to(device);
-  torch::Tensor map_t = torch::tensor(item_to_uniq, opts_long).to(device);
-
-  torch::Tensor p = param.detach().clone().requires_grad_(grad_out != nullptr);
-  torch::Tensor v = subspace ? expand(*subspace, p) : p;
-  model::TokenVectors tokens{{req.token, v}};
-  auto enc = clip.encode(select_prompts(token_batch, uniq), tokens);
-
-  torch::Tensor loss = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat32).device(device));
+  pl.flat_t = torch::tensor(flat, opts_long).to(device);
+  pl.map_t = torch::tensor(item_to_uniq, opts_long).to(device);
+  pl.prompts = select_prompts(token_batch, pl.uniq);
   if (use_inv()) {
+    torch::NoGradGuard no_grad;
     const auto shape = diffusion->latent_shape();
     at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(mix_seed(cfg.seed, static_cast<uint64_t>(s), 0x2));
     torch::Tensor noise = torch::randn({B, shape[0], shape[1], shape[2]}, gen, torch::TensorOptions().dtype(torch::kFloat32)).to(device);
-    torch::Tensor t = torch::tensor(tsteps, opts_long).to(device);
-    torch::Tensor z0 = latents.index_select(0, flat_t);
+    pl.t = torch::tensor(tsteps, opts_long).to(device);
+    torch::Tensor z0 = latents.index_select(0, pl.flat_t);
     const auto& sched = bundle.schedule();
-    torch::Tensor zt = sched.add_noise(z0, noise, t).to(torch::kFloat32);
-    torch::Tensor context = enc.hidden.index_select(0, map_t);
-    torch::Tensor pred = diffusion->unet(zt, t, context);
-    torch::Tensor target = sched.training_target(z0, noise, t).to(torch::kFloat32);
-    torch::Tensor l_inv = torch::mse_loss(pred, target);
+    pl.zt = sched.add_noise(z0, noise, pl.t).to(torch::kFloat32);
+    pl.target = sched.training_target(z0, noise, pl.t).to(torch::kFloat32);
+  }
+  return pl;
+}
+
+// The losses of a planned step from the shared passes' outputs: hidden [U, L, W] and
+// features_u [U, F] of the plan's prompts, pred [B, ...] the UNet's output (undefined without
+// the inversion loss).
+torch::Tensor Learner::Impl::finish(const StepPlan& pl, const torch::Tensor& v, const torch::Tensor& features_u,
+                                    const torch::Tensor& pred, StepLosses& out) const {
+  auto opts_long = torch::TensorOptions().dtype(torch::kLong);
+  torch::Tensor loss = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat32).device(device));
+  if (use_inv()) {
+    torch::Tensor l_inv = torch::mse_loss(pred, pl.target);
     out.inv = l_inv.item<double>();
     loss = loss + cfg.lambda_inv * l_inv;
   }
   if (use_text_side() || use_image_side()) {
     const double scale = bundle.logit_scale();
-    torch::Tensor tf = model::l2_normalize(enc.features.to(device));  // [U, F]
-    torch::Tensor g = features.index_select(0, flat_t);                 // [B, F]
+    torch::Tensor tf = model::l2_normalize(features_u.to(device));  // [U, F]
+    torch::Tensor g = features.index_select(0, pl.flat_t);                 // [B, F]
     torch::Tensor l_cls = torch::zeros({}, loss.options());
     if (use_text_side()) {
       // Every image, positives and negatives, over the class prompts [token, n_1 .. n_m].
       // A positive's target is the token prompt; a negative's its own class prompt when its
       // label names one, else "not the token": -log(1 - p(token)). Positives and negatives
       // weigh half each (a batch has B positives and up to max_negative_images negatives).
-      torch::Tensor ti = tf.index_select(0, map_t);                     // [B, F]
-      torch::Tensor tmpl_t = torch::tensor(tmpl, opts_long).to(device);
+      torch::Tensor ti = tf.index_select(0, pl.map_t);                     // [B, F]
+      torch::Tensor tmpl_t = torch::tensor(pl.tmpl, opts_long).to(device);
       torch::Tensor logits = scale * class_logits(g, ti, negative_features.index_select(0, tmpl_t));  // [B, 1 + m]
-      torch::Tensor l_pos = torch::nn::functional::cross_entropy(logits, torch::zeros({B}, opts_long.device(device)));
+      torch::Tensor l_pos = torch::nn::functional::cross_entropy(logits, torch::zeros({pl.B}, opts_long.device(device)));
       // Negative j is seen through template uniq[j % U] (the templates this step drew).
-      const int64_t M = n_negatives, U = static_cast<int64_t>(uniq.size());
+      const int64_t M = n_negatives, U = static_cast<int64_t>(pl.uniq.size());
       std::vector<int64_t> slot(static_cast<std::size_t>(M)), ntmpl(static_cast<std::size_t>(M));
       for (int64_t j = 0; j < M; ++j) {
         slot[static_cast<std::size_t>(j)] = j % U;
-        ntmpl[static_cast<std::size_t>(j)] = uniq[static_cast<std::size_t>(j % U)];
+        ntmpl[static_cast<std::size_t>(j)] = pl.uniq[static_cast<std::size_t>(j % U)];
       }
       torch::Tensor nlogits = scale * class_logits(negative_image_features,
                                                    tf.index_select(0, torch::tensor(slot, opts_long).to(device)),
@@ -416,17 +364,37 @@ StepLosses Learner::Impl::compute(int s, torch::Tensor* grad_out) {
     out.vector_norm = norms.mean().item<double>();
   }
   out.total = loss.item<double>();
-  out.lr = lr_at(s);
+  out.lr = lr_at(pl.s);
   if (!std::isfinite(out.total)) {
     throw runtime_failure("the loss is " + std::string(std::isnan(out.total) ? "NaN" : "Inf") + " at step " +
-                          std::to_string(s + 1) + " (" + losses_text(out) + ")");
+                          std::to_string(pl.s + 1) + " (" + losses_text(out) + ")");
   }
+  return loss;
+}
+
+void Learner::Impl::check_grad(const torch::Tensor& grad, int s, const StepLosses& out) const {
+  if (!torch::isfinite(grad).all().item<bool>()) {
+    throw runtime_failure("the gradient is NaN/Inf at step " + std::to_string(s + 1) + " (" + losses_text(out) + ")");
+  }
+}
+
+// Losses of step s at the current parameter; with grad_out, the gradient too. The cohort
+// learner runs the same plan / finish with the text encoder and UNet passes of many tokens
+// batched together.
+StepLosses Learner::Impl::compute(int s, torch::Tensor* grad_out) {
+  StepPlan pl = plan(s);
+  torch::Tensor p = param.detach().clone().requires_grad_(grad_out != nullptr);
+  torch::Tensor v = subspace ? expand(*subspace, p) : p;
+  model::TokenVectors tokens{{req.token, v}};
+  auto enc = clip.encode(pl.prompts, tokens);
+  torch::Tensor pred;
+  if (use_inv()) pred = diffusion->unet(pl.zt, pl.t, enc.hidden.index_select(0, pl.map_t));
+  StepLosses out;
+  torch::Tensor loss = finish(pl, v, enc.features, pred, out);
   if (grad_out) {
     auto grads = torch::autograd::grad({loss}, {p});
     *grad_out = grads.at(0).detach();
-    if (!torch::isfinite(*grad_out).all().item<bool>()) {
-      throw runtime_failure("the gradient is NaN/Inf at step " + std::to_string(s + 1) + " (" + losses_text(out) + ")");
-    }
+    check_grad(*grad_out, s, out);
   }
   return out;
 }
@@ -498,10 +466,14 @@ StepLosses Learner::forward_backward(int s) {
 }
 
 StepLosses Learner::step() {
-  Impl& m = *impl_;
-  const int s = m.step;
   torch::Tensor grad;
-  StepLosses losses = m.compute(s, &grad);
+  StepLosses losses = impl_->compute(impl_->step, &grad);
+  return impl_->apply(losses, grad);
+}
+
+StepLosses Learner::Impl::apply(StepLosses losses, torch::Tensor grad) {
+  Impl& m = *this;
+  const int s = m.step;
   const LearnConfig& c = m.cfg;
   torch::NoGradGuard no_grad;
   if (c.grad_clip > 0) {
@@ -717,6 +689,53 @@ void prepare_log(const std::string& path, int step) {
 
 }  // namespace
 
+void finish_result(Learner& learner, LearnResult& result) {
+  StepLosses mean;
+  const std::vector<StepLosses>& recent = learner.recent_losses();
+  for (const auto& l : recent) {
+    mean.total += l.total / recent.size();
+    mean.inv += l.inv / recent.size();
+    mean.cls_text += l.cls_text / recent.size();
+    mean.cls_image += l.cls_image / recent.size();
+    mean.norm += l.norm / recent.size();
+  }
+  const torch::Tensor v = learner.vectors();
+  result.metrics = {{"steps", result.steps_done},
+                    {"seconds", std::round(result.seconds * 1000) / 1000},
+                    {"loss", mean.total},
+                    {"inversion", mean.inv},
+                    {"classification_text", mean.cls_text},
+                    {"classification_image", mean.cls_image},
+                    {"norm_term", mean.norm},
+                    {"losses_over_last_steps", recent.size()},
+                    {"vector_norm", v.norm(2, 1).mean().item<double>()},
+                    {"vocab_mean_norm", learner.vocab_norm()},
+                    {"subspace_dim", learner.subspace() ? learner.subspace()->dim() : 0}};
+  const HubCheck hub = learner.hub_check();
+  if (hub.positives > 0) {
+    result.metrics["hub_check"] = {{"template", learner.token_prompts().front()},
+                                   {"negative_prompts", learner.negative_prompts()},
+                                   {"positives", hub.positives},
+                                   {"positives_won", hub.positives_won},
+                                   {"negatives", hub.negatives},
+                                   {"negatives_won", hub.negatives_won},
+                                   {"hub", hub.hub()}};
+    if (hub.negatives > 0) {
+      spdlog::info("hub check: the token prompt wins over the negative class prompts on {:.0f}% of the concept "
+                   "images and {:.0f}% of the negative images", 100 * hub.positives_won, 100 * hub.negatives_won);
+    } else {
+      spdlog::info("hub check: the token prompt wins over the negative class prompts on {:.0f}% of the concept "
+                   "images (no negative images to check it against)", 100 * hub.positives_won);
+    }
+    if (hub.hub()) {
+      spdlog::warn("the token looks like a hub: its prompt wins on {:.0f}% of the negative images, not only on the "
+                   "concept's; it will pick out the parent rather than the concept (try other negatives or a "
+                   "smaller lambda_cls)", 100 * hub.negatives_won);
+    }
+  }
+  result.token = learner.token_file(result.metrics);
+}
+
 LearnResult learn(Learner& learner, const RunOptions& options) {
   const LearnConfig& c = learner.config();
   LearnResult result;
@@ -791,50 +810,7 @@ LearnResult learn(Learner& learner, const RunOptions& options) {
   progress.finish();
   result.steps_done = learner.steps_done();
   result.seconds = elapsed();
-  StepLosses mean;
-  const std::vector<StepLosses>& recent = learner.recent_losses();
-  for (const auto& l : recent) {
-    mean.total += l.total / recent.size();
-    mean.inv += l.inv / recent.size();
-    mean.cls_text += l.cls_text / recent.size();
-    mean.cls_image += l.cls_image / recent.size();
-    mean.norm += l.norm / recent.size();
-  }
-  const torch::Tensor v = learner.vectors();
-  result.metrics = {{"steps", result.steps_done},
-                    {"seconds", std::round(result.seconds * 1000) / 1000},
-                    {"loss", mean.total},
-                    {"inversion", mean.inv},
-                    {"classification_text", mean.cls_text},
-                    {"classification_image", mean.cls_image},
-                    {"norm_term", mean.norm},
-                    {"losses_over_last_steps", recent.size()},
-                    {"vector_norm", v.norm(2, 1).mean().item<double>()},
-                    {"vocab_mean_norm", learner.vocab_norm()},
-                    {"subspace_dim", learner.subspace() ? learner.subspace()->dim() : 0}};
-  const HubCheck hub = learner.hub_check();
-  if (hub.positives > 0) {
-    result.metrics["hub_check"] = {{"template", learner.token_prompts().front()},
-                                   {"negative_prompts", learner.negative_prompts()},
-                                   {"positives", hub.positives},
-                                   {"positives_won", hub.positives_won},
-                                   {"negatives", hub.negatives},
-                                   {"negatives_won", hub.negatives_won},
-                                   {"hub", hub.hub()}};
-    if (hub.negatives > 0) {
-      spdlog::info("hub check: the token prompt wins over the negative class prompts on {:.0f}% of the concept "
-                   "images and {:.0f}% of the negative images", 100 * hub.positives_won, 100 * hub.negatives_won);
-    } else {
-      spdlog::info("hub check: the token prompt wins over the negative class prompts on {:.0f}% of the concept "
-                   "images (no negative images to check it against)", 100 * hub.positives_won);
-    }
-    if (hub.hub()) {
-      spdlog::warn("the token looks like a hub: its prompt wins on {:.0f}% of the negative images, not only on the "
-                   "concept's; it will pick out the parent rather than the concept (try other negatives or a "
-                   "smaller lambda_cls)", 100 * hub.negatives_won);
-    }
-  }
-  result.token = learner.token_file(result.metrics);
+  finish_result(learner, result);
   if (!options.checkpoint_path.empty() && options.keep_checkpoint) {
     learner.save_checkpoint(options.checkpoint_path, result.seconds);
   }

@@ -40,7 +40,8 @@ PY
 COMMON=(--bundle "$BUNDLE" --threads 1 -q)
 TOK="$T/tok.safetensors"
 expect 0 "learn a token (2 steps)" "" -- "$LEARN" "${COMMON[@]}" --df2 "$T/fw" --split validation \
-  --pair-id "$PAIR" --style "$STYLE" --shots 2 --parent "$PARENT" --token "<c>" --steps 2 --batch 2 --out "$TOK"
+  --pair-id "$PAIR" --style "$STYLE" --shots 2 --parent "$PARENT" --token "<c>" --steps 2 --batch 2 \
+  --generated-negatives 2 --out "$TOK"
 
 FAST=(--n 2 --steps 2 --alphas 0,0.5,1 --top-k 4)
 Q="a photo of a <c> $PARENT in $COLOUR"

@@ -186,4 +186,22 @@ echo '{"source": "user", "pair_id": 1, "item1": {"category_id": 8}}' >"$T/df2/va
 expect 2 "DeepFashion2: a bad annotation is named" "000099.json" -- "$LEARN" "${COMMON[@]}" --df2 "$T/df2" \
   --pair-id 2 --style 1 --token "<c2>" --out "$T/c9.safetensors"
 
+# --- a cohort: one token per sub-folder, batched
+mkdir -p "$T/concepts/red" "$T/concepts/blue"
+cp "$T/img/"* "$T/concepts/red/"
+cp "$T/img/"* "$T/concepts/blue/"
+echo '{"red": "shoe", "blue": "shoe"}' >"$T/parents.json"
+expect 0 "cohort of two concepts" "" -- "$LEARN" "${COMMON[@]}" --concepts "$T/concepts" --parents "$T/parents.json" \
+  --negatives "$T/neg" --steps 2 --batch 2 --out "$T/cohort"
+[ -f "$T/cohort/red.safetensors" ] && [ -f "$T/cohort/blue.safetensors" ] && [ ! -e "$T/cohort/red.safetensors.ckpt" ] \
+  && pass "cohort token files written, checkpoints gone" || fail "cohort outputs: $(ls "$T/cohort" | tr '\n' ' ')"
+expect 0 "cohort re-run skips finished tokens" "is done" -- "$LEARN" --bundle "$BUNDLE" --threads 2 \
+  --concepts "$T/concepts" --parent shoe --negatives "$T/neg" --steps 2 --batch 2 --out "$T/cohort"
+mkdir -p "$T/concepts/none"
+expect 2 "cohort with an image-less sub-folder" "none" -- "$LEARN" "${COMMON[@]}" --concepts "$T/concepts" \
+  --parent shoe --negatives "$T/neg" --steps 2 --out "$T/cohort2"
+rmdir "$T/concepts/none"
+expect 2 "cohort without a parent" "--parent" -- "$LEARN" "${COMMON[@]}" --concepts "$T/concepts" \
+  --negatives "$T/neg" --steps 2 --out "$T/cohort3"
+
 finish

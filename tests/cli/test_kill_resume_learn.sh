@@ -43,7 +43,7 @@ steps=6
 run=$KR_RUN
 out=$run/token.safetensors
 args=(--bundle "$src/tests/data/tiny_bundle" --df2 "$work/fw" --split validation --pair-id "$pair"
-      --style "$style" --shots 2 --df2-negatives 4 --token "<kr-token>" --steps "$steps"
+      --style "$style" --shots 2 --no-negatives --token "<kr-token>" --steps "$steps"
       --subspace none --checkpoint-every 2 --seed 0 --threads 1 --cache-dir "$run/cache" --log "$run/learn.csv"
       --out "$out" -q)
 

@@ -14,6 +14,7 @@
 #include "ctok/image/image.hpp"
 #include "ctok/model/bundle.hpp"
 #include "ctok/token/attributes.hpp"
+#include "ctok/token/cohort.hpp"
 #include "ctok/token/learn_config.hpp"
 #include "ctok/data/deepfashion2.hpp"
 #include "ctok/token/learner.hpp"
@@ -585,6 +586,8 @@ TEST(Negatives, FromASplitAndTheConceptProtocol) {
   for (int p = 4; p <= 5; ++p) add("user", p, "sandal", 1);
   add("user", 6, "bag", 1);
   add("user", 7, "sandal", 0);  // style 0: never used
+  for (int u = 0; u < 3; ++u) add("user", 8, "beret", 1);  // a category alone in the split
+  add("shop", 8, "beret", 1);
   std::ofstream(root / "world.json") << R"({"categories": [{"id": 8, "name": "sneaker", "parent": "shoe", "hidden": true}]})";
   data::Split split = data::read_split(root.string(), "validation");
   auto concepts = data::find_concepts(split);
@@ -614,6 +617,13 @@ TEST(Negatives, FromASplitAndTheConceptProtocol) {
   SplitNegativeOptions so;
   so.parent = "hat";
   expect_bad_input([&] { negatives_from_split(split, so); }, "hat");
+  // The concept protocol on a split with nothing to contrast (a parent without items there)
+  // leaves the negatives to the next source instead of failing.
+  o.parent = "beret";
+  LearnRequest none = request_for_concept(split, data::get_concept(concepts, 8, 1), o);
+  EXPECT_TRUE(none.negatives.empty());
+  EXPECT_TRUE(none.negatives_source.empty());
+  EXPECT_TRUE(attach_given_negatives(none, NegativeSourceOptions{}));  // the caller generates them
   fs::remove_all(root);
 }
 
@@ -642,4 +652,95 @@ TEST(Negatives, GeneratedAreCachedPerBundleAndReused) {
   expect_bad_input([&] { generate_negatives(bundle(), g); }, "another bundle");
   expect_bad_input([&] { generate_negatives(bundle(false), g); }, "diffusion");
   fs::remove_all(d);
+}
+
+// A cohort learns each token as it would be learned alone: same draws, own AdamW state; only
+// the batched passes reassociate floating-point sums. Members share a token string and
+// differ in config (inversion + classification, classification only, subspace).
+TEST(Cohort, EqualsLearningEachAlone) {
+  Images im = make_images("cohort", 3, 3);
+  std::vector<LearnRequest> reqs;
+  LearnConfig a;
+  a.steps = 6;
+  a.subspace = "none";
+  reqs.push_back(request(im, a));
+  LearnConfig b = a;
+  b.lambda_inv = 0;
+  b.lambda_cls = 1;
+  b.seed = 7;
+  reqs.push_back(request(im, b));
+  LearnConfig c = a;
+  c.subspace = "auto";
+  c.steps = 4;  // leaves the cohort early
+  reqs.push_back(request(im, c));
+  reqs[2].token = "<other>";
+  std::vector<torch::Tensor> alone;
+  for (const auto& r : reqs) {
+    Learner l(bundle(), r);
+    for (int s = 0; s < r.config.steps; ++s) l.step();
+    alone.push_back(l.vectors());
+  }
+  CohortOptions o;
+  o.progress = false;
+  o.cohort = 3;
+  auto res = learn_cohort(bundle(), reqs, o);
+  ASSERT_EQ(res.size(), 3u);
+  for (std::size_t i = 0; i < res.size(); ++i) {
+    ASSERT_TRUE(res[i].error.empty()) << res[i].error;
+    EXPECT_EQ(res[i].result.steps_done, reqs[i].config.steps);
+    torch::Tensor v = torch::from_blob(res[i].result.token.vectors.data(), {1, 24}, torch::kFloat32).clone();
+    const double diff = (v - alone[i]).abs().max().item<double>();
+    const double moved = (alone[i] - Learner(bundle(), reqs[i]).vectors()).abs().max().item<double>();
+    EXPECT_LT(diff, 1e-4) << "member " << i;   // the stated tolerance (docs/learning.md)
+    EXPECT_GT(moved, 100 * diff) << "member " << i << ": the test must see the token move";
+    EXPECT_TRUE(res[i].result.metrics.contains("hub_check"));
+  }
+  // Rounds of one token give the same as one round of three.
+  o.cohort = 1;
+  auto one = learn_cohort(bundle(), reqs, o);
+  for (std::size_t i = 0; i < res.size(); ++i) {
+    torch::Tensor x = torch::from_blob(one[i].result.token.vectors.data(), {1, 24}, torch::kFloat32).clone();
+    EXPECT_LT((x - alone[i]).abs().max().item<double>(), 1e-4);
+  }
+  // A bad request fails alone.
+  reqs[1].images = {{(im.dir / "missing.png").string(), std::nullopt, ""}};
+  auto bad = learn_cohort(bundle(), reqs, o);
+  EXPECT_TRUE(bad[0].error.empty());
+  EXPECT_NE(bad[1].error.find("missing.png"), std::string::npos) << bad[1].error;
+  fs::remove_all(im.dir);
+}
+
+TEST(Cohort, StopsWithCheckpointsAndResumes) {
+  Images im = make_images("cohort_resume", 2, 2);
+  LearnConfig a;
+  a.steps = 6;
+  a.subspace = "none";
+  std::vector<LearnRequest> reqs{request(im, a), request(im, a)};
+  reqs[1].config.seed = 3;
+  CohortOptions o;
+  o.progress = false;
+  o.checkpoint_paths = {(im.dir / "a.ckpt").string(), (im.dir / "b.ckpt").string()};
+  std::atomic<bool> stop{false};
+  o.stop = &stop;
+  std::vector<LearnRequest> first = reqs;
+  for (auto& r : first) r.config.checkpoint_every = 3;  // bookkeeping: not in the fingerprint
+  CohortOptions full = o;
+  full.checkpoint_paths.clear();
+  full.stop = nullptr;
+  auto ref = learn_cohort(bundle(), reqs, full);
+  // Interrupt at once (stop set before the first step: one step runs, then checkpoints).
+  stop = true;
+  auto part = learn_cohort(bundle(), first, o);
+  EXPECT_EQ(part[0].result.status, LearnStatus::kInterrupted);
+  EXPECT_TRUE(file_exists(o.checkpoint_paths[0]));
+  stop = false;
+  auto rest = learn_cohort(bundle(), first, o);
+  for (std::size_t i = 0; i < 2; ++i) {
+    ASSERT_TRUE(rest[i].error.empty()) << rest[i].error;
+    EXPECT_EQ(rest[i].result.status, LearnStatus::kDone);
+    torch::Tensor x = torch::from_blob(rest[i].result.token.vectors.data(), {1, 24}, torch::kFloat32).clone();
+    torch::Tensor y = torch::from_blob(ref[i].result.token.vectors.data(), {1, 24}, torch::kFloat32).clone();
+    EXPECT_LT((x - y).abs().max().item<double>(), 1e-5);
+  }
+  fs::remove_all(im.dir);
 }

@@ -20,4 +20,8 @@ bool has_image_extension(const std::string& path);
 // up to 20 of the names found there).
 std::vector<std::string> list_images(const std::string& dir);
 
+// Sorted names (not paths) of the sub-folders of `dir`, hidden ones ignored. bad_input when
+// `dir` is missing or has no sub-folder.
+std::vector<std::string> list_subfolders(const std::string& dir);
+
 }  // namespace ctok::data

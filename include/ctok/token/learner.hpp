@@ -125,6 +125,7 @@ class Learner {
   TokenFile token_file(const nlohmann::json& metrics) const;
 
   struct Impl;
+  Impl& internals() { return *impl_; }  // the token module's cohort learner (src/token/learner_impl.hpp)
 
  private:
   std::unique_ptr<Impl> impl_;

@@ -38,6 +38,7 @@ struct SplitNegativeOptions {
   int64_t exclude_pair_id = -1;       // the concept's identity, never a negative (-1: none known)
   int n = 32;                         // how many (a seeded draw; fewer when the split has fewer)
   uint64_t seed = 0;
+  bool allow_none = false;            // an empty list instead of bad_input when neither pool has an item
 };
 
 // User crops of the split: other identities of the concept's category (label: the parent
@@ -70,6 +71,30 @@ std::vector<std::string> generated_negative_words(const std::string& parent, con
 // prompt. Returns the images labelled with their word.
 std::vector<ImageSource> generate_negatives(model::Bundle& bundle, const GeneratedNegativeOptions& options);
 
+// How a tool picks a request's negatives (docs/learning.md "Negatives"), first match wins:
+// a folder, a DeepFashion2-layout split, negatives the request already has (a --df2
+// concept), generated ones; or none.
+struct NegativeSourceOptions {
+  std::string folder;            // --negatives DIR
+  std::string split;             // --negatives-from ROOT[:SPLIT] (SPLIT default train)
+  bool none = false;             // --no-negatives
+  int split_n = 32;              // crops drawn from a split
+  int generated_n = GeneratedNegativeOptions{}.n;  // images per class word
+  std::string cache_dir;         // generated negatives ("" : default_negatives_cache_dir())
+  std::string attributes_dir;    // siblings of the parent ("" : the default)
+  bool progress = true;
+};
+
+// bad_input when more than one of folder / split / none is given.
+void check_negative_sources(const NegativeSourceOptions& options);
+// Fills r.negatives and r.negatives_source from a folder or a split; leaves a request that
+// has negatives (or a source record) as it is. Returns true when the request still needs
+// generated negatives (nothing given, not `none`).
+bool attach_given_negatives(LearnRequest& r, const NegativeSourceOptions& options);
+// Generates them (the bundle loaded with its diffusion models) when attach_given_negatives
+// said so; a bundle without diffusion models gets a warning and no negatives.
+void attach_generated_negatives(model::Bundle& bundle, LearnRequest& r, const NegativeSourceOptions& options);
+
 struct ConceptRequestOptions {
   std::string root, split;       // recorded in the source record
   int shots = 3;                 // support-set size k
@@ -85,6 +110,9 @@ struct ConceptRequestOptions {
 // The learn request of a DeepFashion2-layout concept: k user crops chosen with the seed,
 // negatives from the same split (negatives_from_split), the parent word, the token name and
 // a source record (root, split, pair_id, style, shots, support ids, category, negatives).
+// Where the split has no other item of the parent's categories, the negatives and their
+// source stay empty (a warning says so) and the caller takes the next source
+// (attach_given_negatives returns true; attach_generated_negatives).
 LearnRequest request_for_concept(const data::Split& split, const data::Concept& concept_,
                                  const ConceptRequestOptions& options);
 

@@ -1,0 +1,46 @@
+// Cohort learning: many tokens learned at once, their text-encoder and UNet passes batched
+// into one forward/backward per step, each token with its own parameter, AdamW state,
+// config, images and random draws (seeded exactly as when it is learned alone, so the
+// result equals the solo run up to floating-point reassociation; tests/unit/test_learn.cpp
+// states the tolerance).
+//
+//   std::vector<ctok::token::LearnRequest> requests = ...;   // one per token, one bundle
+//   ctok::token::CohortOptions o;
+//   o.checkpoint_paths = {"a.ckpt", "b.ckpt"};                // resumed when they exist
+//   auto results = ctok::token::learn_cohort(bundle, requests, o);
+//   for (auto& r : results) if (r.error.empty()) write_token_file(..., r.result.token);
+//
+// Members may have different configs (methods) and step counts; one that finishes or fails
+// leaves the cohort and the others go on. Used by ctok-learn --concepts and ctok-eval.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "ctok/model/bundle.hpp"
+#include "ctok/token/learner.hpp"
+
+namespace ctok::token {
+
+struct CohortOptions {
+  int cohort = 16;                          // tokens per batched step (more are learned in rounds)
+  std::vector<std::string> checkpoint_paths;  // per request; empty or "": none. An existing file is resumed.
+  bool progress = true;                     // one bar over every token's steps
+  const std::atomic<bool>* stop = nullptr;  // Ctrl-C: checkpoints written, members left interrupted
+  // After a member finishes (index into the requests), e.g. to write its token file at once.
+  std::function<void(std::size_t, const LearnResult&)> on_done;
+};
+
+struct CohortResult {
+  LearnResult result;  // status kInterrupted when stopped
+  std::string error;   // non-empty when this member failed (bad input, NaN); the others are unaffected
+};
+
+// Learners are built (images decoded, features and latents cached) one round at a time;
+// bad_input of one request is that member's error, not the cohort's.
+std::vector<CohortResult> learn_cohort(model::Bundle& bundle, const std::vector<LearnRequest>& requests,
+                                       const CohortOptions& options);
+
+}  // namespace ctok::token
