@@ -22,7 +22,8 @@
 #include "ctok/model/clip.hpp"
 #include "ctok/retrieval/gallery_store.hpp"
 #include "ctok/token/token_file.hpp"
-#include "learn_adapter.hpp"
+#include "ctok/token/cohort.hpp"
+#include "ctok/token/negatives.hpp"
 
 namespace ctok::eval {
 
@@ -325,8 +326,9 @@ UnitRecord Evaluation::evaluate_unit(const data::Concept& c, uint64_t seed, bool
   std::map<std::string, token::TokenFile> tokens;
   std::vector<std::string> pending;
   std::vector<token::LearnRequest> requests;
-  detail::LearnTokensOptions lo;
+  token::CohortOptions lo;  // the methods of one concept learn as one cohort
   lo.stop = o_.stop;
+  lo.progress = false;
   for (const auto& m : o_.methods) {
     if (!is_learned(m)) continue;
     const std::string path = token_path(c, seed, m);
@@ -335,32 +337,38 @@ UnitRecord Evaluation::evaluate_unit(const data::Concept& c, uint64_t seed, bool
       rec.seconds[m] = tokens[m].metrics.value("seconds", 0.0);
       continue;
     }
-    detail::ConceptRequestOptions ro;
+    token::ConceptRequestOptions ro;
     ro.config = method_config(m, o_.learn);
     ro.config.seed = seed;
+    ro.seed = seed;
     ro.shots = o_.shots;
-    ro.negatives = o_.negatives;
+    ro.negatives = ro.config.lambda_cls > 0 ? o_.negatives : 0;
     ro.hidden = hidden_;
-    ro.df2 = o_.df2;
+    ro.root = o_.df2;
     ro.split = o_.split;
-    requests.push_back(detail::concept_request(split_, c, ro));
+    requests.push_back(token::request_for_concept(split_, c, ro));
     pending.push_back(m);
-    lo.checkpoints.push_back(path + ".ckpt");
+    lo.checkpoint_paths.push_back(path + ".ckpt");
   }
   if (!requests.empty()) {
     fs::create_directories(fs::path(o_.out) / "tokens");
-    auto results = detail::learn_tokens(bundle_, std::move(requests), lo);
+    const auto results = token::learn_cohort(bundle_, requests, lo);
     for (std::size_t i = 0; i < results.size(); ++i) {
-      if (results[i].status != token::LearnStatus::kDone) {
+      if (!results[i].error.empty()) {
+        throw bad_input("learning " + pending[i] + " for concept (" + std::to_string(c.pair_id) + ", " +
+                        std::to_string(c.style) + "): " + results[i].error);
+      }
+      const token::LearnResult& r = results[i].result;
+      if (r.status != token::LearnStatus::kDone) {
         interrupted = true;
         continue;
       }
       const std::string path = token_path(c, seed, pending[i]);
-      token::write_token_file(path, results[i].token);
+      token::write_token_file(path, r.token);
       std::error_code ec;
-      fs::remove(lo.checkpoints[i], ec);
-      tokens[pending[i]] = results[i].token;
-      rec.seconds[pending[i]] = results[i].seconds;
+      fs::remove(lo.checkpoint_paths[i], ec);
+      tokens[pending[i]] = r.token;
+      rec.seconds[pending[i]] = r.seconds;
     }
     if (interrupted) return rec;
   }
