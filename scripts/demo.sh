@@ -18,7 +18,7 @@ cd "$root"
 build=${CTOK_BUILD_DIR:-$root/build}
 data=${CTOK_DATA:-$root/data/fashionworld}
 out=${CTOK_DEMO_OUT:-$root/runs/demo}
-threads=${CTOK_THREADS:-$(nproc)}
+threads=${CTOK_THREADS:-0}  # 0: auto (1 thread for the default bundle: fastest, bench/bench_threads.sh)
 bundle=$root/models/default
 py=/usr/bin/python3
 export PYTHONPATH=$root/scripts/python

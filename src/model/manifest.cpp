@@ -1,5 +1,7 @@
 #include "ctok/model/manifest.hpp"
 
+#include <filesystem>
+
 #include <unistd.h>
 
 #include <algorithm>
@@ -378,6 +380,24 @@ std::string default_bundle_dir() {
     if (file_exists((c / "bundle.json").string())) return fs::weakly_canonical(c, ec).string();
   }
   return source.string();
+}
+
+int64_t bundle_model_bytes(const Manifest& manifest) {
+  int64_t total = 0;
+  for (const auto& [key, file] : manifest.files()) {
+    std::error_code ec;
+    const auto n = std::filesystem::file_size(manifest.path_of(file), ec);
+    if (!ec) total += static_cast<int64_t>(n);
+  }
+  return total;
+}
+
+int recommended_threads(const std::string& bundle_dir, int64_t small_bytes) {
+  try {
+    if (bundle_model_bytes(load_manifest(bundle_dir)) < small_bytes) return 1;
+  } catch (const Error&) {
+  }
+  return 0;  // configure_threads(0): every core
 }
 
 }  // namespace ctok::model

@@ -27,6 +27,8 @@
 #include <optional>
 #include <string>
 
+#include <spdlog/spdlog.h>
+
 #include "ctok/core/error.hpp"
 #include "ctok/core/fs.hpp"
 #include "ctok/core/log.hpp"
@@ -39,7 +41,7 @@ namespace ctok::tool {
 struct CommonOptions {
   std::string bundle;             // --bundle DIR; empty: model::default_bundle_dir()
   std::string device = "cpu";     // --device cpu | cuda | cuda:N
-  int threads = 0;                // --threads N; 0: all cores
+  int threads = 0;                // --threads N; 0: auto (model::recommended_threads of the bundle)
   std::optional<uint64_t> seed;   // --seed N; tools pick their documented default when unset
   std::string config;             // --config FILE.json; flags given on the command line override it
   int verbose = 0;                // -v (repeatable)
@@ -82,7 +84,9 @@ inline void add_common_options(CLI::App& app, CommonOptions& o, unsigned which =
         ->capture_default_str();
   }
   if (which & kThreads) {
-    app.add_option("--threads", o.threads, "CPU threads for libtorch (0 = all cores)")
+    app.add_option("--threads", o.threads,
+                   "CPU threads for libtorch (0 = auto: 1 for a small bundle such as the default, whose models "
+                   "are too small to split across cores; all cores for a big one)")
         ->check(CLI::NonNegativeNumber)
         ->capture_default_str();
   }
@@ -101,7 +105,11 @@ inline void add_common_options(CLI::App& app, CommonOptions& o, unsigned which =
 // Logging first (so thread set-up can log), then threads.
 inline void apply_common_options(const CommonOptions& o, unsigned which = kAllCommon) {
   init_logging(o.verbosity());
-  if (which & kThreads) configure_threads(o.threads);
+  if (which & kThreads) {
+    const int n = o.threads > 0 ? o.threads : model::recommended_threads(o.bundle_dir());
+    configure_threads(n);
+    if (o.threads == 0) spdlog::debug("--threads 0: {} for bundle {}", n ? std::to_string(n) + " thread(s)" : std::string("every core"), o.bundle_dir());
+  }
 }
 
 // Parse the command line; CLI::ParseError propagates to run_tool (exit 2).

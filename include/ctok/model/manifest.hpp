@@ -122,4 +122,12 @@ void require_sha256_match(const Manifest& manifest);
 // holds a bundle.json wins; the last candidate is returned even if it does not exist.
 std::string default_bundle_dir();
 
+// The libtorch thread count that is fastest for a bundle's models when a tool is not told
+// (--threads 0): 1 when the model files add up to less than `small_bytes` (the default
+// bundle: its layers are too small to split across cores; measured in bench/bench_threads.sh,
+// 2 threads were 2-3x slower), else 0 (every core, as configure_threads reads it). A bundle
+// that cannot be read counts as big. Torch-free, like the rest of the manifest.
+int64_t bundle_model_bytes(const Manifest& manifest);
+int recommended_threads(const std::string& bundle_dir, int64_t small_bytes = int64_t{256} << 20);
+
 }  // namespace ctok::model
