@@ -19,6 +19,8 @@ CTOK_APT_PACKAGES=(
   dataset-fashion-mnist
   # plots (ctok-batch, scripts/python/ctok_py/plots.py) and the report browser test
   python3-matplotlib chromium
+  # bench/*.sh: peak RSS through GNU time
+  time
   # fuzzing (tests/fuzz, scripts/fuzz.sh): clang, libFuzzer + sanitizer runtimes, symbolizer
   clang-14 libclang-rt-14-dev llvm-14
 )

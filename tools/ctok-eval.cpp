@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <optional>
 
+#include "common/stop.hpp"
 #include "common/tool.hpp"
 #include "ctok/eval/eval.hpp"
 #include "ctok/model/bundle.hpp"
@@ -20,13 +21,6 @@
 using namespace ctok;
 
 namespace {
-
-std::atomic<bool> g_stop{false};
-
-extern "C" void on_sigint(int) {
-  g_stop.store(true);
-  std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C ends the program at once
-}
 
 std::string join(const std::vector<std::string>& v) {
   std::string s;
@@ -56,7 +50,7 @@ int run(Options& o) {
   if (o.common.seed) e.subset_seed = *o.common.seed;
   e.threads = o.common.threads;
   e.progress = o.common.verbosity() >= 0;
-  e.stop = &g_stop;
+  e.stop = &tool::g_stop;
   token::validate(e.learn);
 
   bool learned = false, inversion = false;
@@ -74,7 +68,7 @@ int run(Options& o) {
   bo.load_diffusion = learned && inversion;
   model::Bundle bundle = model::Bundle::load(bo);
 
-  std::signal(SIGINT, on_sigint);
+  tool::catch_sigint();
   const eval::EvalSummary s = eval::run_retrieval(bundle, e);
   std::signal(SIGINT, SIG_DFL);
   if (s.interrupted) {

@@ -14,6 +14,7 @@
 #include <iostream>
 #include <optional>
 
+#include "common/stop.hpp"
 #include "common/tool.hpp"
 #include "ctok/core/error.hpp"
 #include "ctok/core/fs.hpp"
@@ -32,13 +33,6 @@ namespace fs = std::filesystem;
 using namespace ctok;
 
 namespace {
-
-std::atomic<bool> g_stop{false};
-
-extern "C" void on_sigint(int) {
-  g_stop.store(true);
-  std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C ends the program at once
-}
 
 struct Options {
   tool::CommonOptions common;  // --bundle --device --threads --seed --config -v -q
@@ -207,14 +201,14 @@ int run_concepts(const Options& o) {
   fs::create_directories(o.out);
   token::CohortOptions co;
   co.cohort = o.cohort;
-  co.stop = &g_stop;
+  co.stop = &tool::g_stop;
   for (const auto& out : outs) co.checkpoint_paths.push_back(out + ".ckpt");
   co.on_done = [&](std::size_t i, const token::LearnResult& r) {
     token::write_token_file(outs[i], r.token);
     std::error_code ec;
     fs::remove(co.checkpoint_paths[i], ec);
   };
-  std::signal(SIGINT, on_sigint);
+  tool::catch_sigint();
   const auto results = token::learn_cohort(bundle, requests, co);
   std::signal(SIGINT, SIG_DFL);
   int failed = 0, interrupted = 0;
@@ -258,8 +252,8 @@ int run(const Options& o) {
   ro.resume_path = o.resume;
   ro.keep_checkpoint = o.keep_checkpoint;
   ro.log_path = o.log;
-  ro.stop = &g_stop;
-  std::signal(SIGINT, on_sigint);
+  ro.stop = &tool::g_stop;
+  tool::catch_sigint();
   token::LearnResult result = token::learn(learner, ro);
   std::signal(SIGINT, SIG_DFL);
   if (result.status == token::LearnStatus::kInterrupted) {

@@ -24,6 +24,17 @@ expect() {
   pass "$name"
 }
 
+# small_fashionworld SRC: a 4-identity FashionWorld validation split in $T/fw for the tests
+# that learn on the tiny fixture bundle; exits 0 (skipped) without Debian's Fashion-MNIST.
+small_fashionworld() {
+  if [ ! -d /usr/share/datasets/fashion-mnist ]; then
+    echo "SKIPPED: no /usr/share/datasets/fashion-mnist (the FashionWorld generator's source)"
+    exit 0
+  fi
+  PYTHONPATH=$1/scripts/python /usr/bin/python3 -m ctok_py.fashionworld --out "$T/fw" --splits validation \
+    --val-ids 4 --seed 0 >/dev/null 2>&1 || { fail "generate a small FashionWorld"; finish; exit 1; }
+}
+
 finish() {
   echo "$fails failure(s)"
   [ "$fails" = 0 ]

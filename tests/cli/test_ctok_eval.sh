@@ -12,12 +12,7 @@ PY=/usr/bin/python3
 BUNDLE="$SRC/tests/data/tiny_bundle"
 export CTOK_ATTRIBUTES="$SRC/configs/attributes" OMP_NUM_THREADS=1
 
-if [ ! -d /usr/share/datasets/fashion-mnist ]; then
-  echo "SKIPPED: no /usr/share/datasets/fashion-mnist (the FashionWorld generator's source)"
-  exit 0
-fi
-PYTHONPATH=$SRC/scripts/python $PY -m ctok_py.fashionworld --out "$T/fw" --splits validation --val-ids 4 --seed 0 \
-  >/dev/null 2>&1 || { fail "generate a small FashionWorld"; finish; exit 1; }
+small_fashionworld "$SRC"
 
 COMMON=(--bundle "$BUNDLE" --df2 "$T/fw" --split validation --shots 2 --threads 1 --steps 2 --negatives 4)
 
