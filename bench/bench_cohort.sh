@@ -4,6 +4,7 @@
 # stays short; per-step cost does not depend on it).
 #
 #   bench/bench_cohort.sh [BIN_DIR] [DATA] [N_CONCEPTS] [STEPS]   (build/bin, data/fashionworld, 16, 100)
+#   THREADS="0 2" COHORTS="1 16" bench/bench_cohort.sh   (--threads values, 0 = auto; cohort sizes)
 #
 # N concept folders of 5 photos each (hidden-category sneakers and sandals, seeded), shared
 # folder negatives; ctok-learn --concepts with --cohort 1 (solo, one token after another in
@@ -14,6 +15,8 @@ BIN=${1:-$root/build/bin}
 DATA=${2:-$root/data/fashionworld}
 N=${3:-16}
 STEPS=${4:-100}
+THREADS=${THREADS:-0}
+COHORTS=${COHORTS:-1 4 $N}
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 export PYTHONPATH=$root/scripts/python CTOK_CACHE_DIR="$T/cache"
@@ -25,18 +28,21 @@ done
 /usr/bin/python3 -m ctok_py.concept_images --root "$DATA" --split train --category "ankle boot" --n 16 --seed 99 \
   --out "$T/negatives/ankle_boot" --force >/dev/null
 
-echo "| cohort | tokens | steps | seconds | tokens/min | speed-up | peak RSS |"
-echo "| --- | --- | --- | --- | --- | --- | --- |"
+echo "| cohort | threads | tokens | steps | seconds | tokens/min | speed-up | peak RSS |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
 base=""
-for c in 1 4 "$N"; do
-  rm -rf "$T/out"
-  /usr/bin/time -f "%e %M" -o "$T/time" "$BIN/ctok-learn" -q --concepts "$T/concepts" --parent shoe \
-    --negatives "$T/negatives" --steps "$STEPS" --cohort "$c" --out "$T/out"
-  read -r secs rss <"$T/time"
-  tpm=$(awk -v n="$N" -v s="$secs" 'BEGIN { printf "%.1f", 60 * n / s }')
-  [ -z "$base" ] && base=$tpm
-  up=$(awk -v a="$tpm" -v b="$base" 'BEGIN { printf "%.2fx", a / b }')
-  echo "| $c | $N | $STEPS | $secs | $tpm | $up | $((rss / 1024)) MB |"
+for th in $THREADS; do
+  for c in $COHORTS; do
+    rm -rf "$T/out"
+    /usr/bin/time -f "%e %M" -o "$T/time" "$BIN/ctok-learn" -q --concepts "$T/concepts" --parent shoe \
+      --negatives "$T/negatives" --steps "$STEPS" --cohort "$c" --threads "$th" --out "$T/out"
+    read -r secs rss <"$T/time"
+    tpm=$(awk -v n="$N" -v s="$secs" 'BEGIN { printf "%.1f", 60 * n / s }')
+    [ -z "$base" ] && base=$tpm
+    up=$(awk -v a="$tpm" -v b="$base" 'BEGIN { printf "%.2fx", a / b }')
+    echo "| $c | $th | $N | $STEPS | $secs | $tpm | $up | $((rss / 1024)) MB |"
+  done
 done
 echo
-echo "machine: $(nproc) cores, threads: auto, $(uptime | sed 's/.*load average/load average/')"
+echo "speed-up: against the first row. threads 0 = auto."
+echo "machine: $(nproc) cores, $(uptime | sed 's/.*load average/load average/')"

@@ -18,7 +18,8 @@ int hardware_threads() {
   return n == 0 ? 1 : static_cast<int>(n);
 }
 
-int configure_threads(int requested) {
+int configure_threads(int requested, int blas_threads) {
+  if (blas_threads < 0) throw runtime_failure("configure_threads: negative OpenBLAS thread count");
   if (requested < 0) {
     throw bad_input("invalid thread count").key("--threads").expected(">= 0 (0 = all cores)").found(
         std::to_string(requested));
@@ -38,10 +39,12 @@ int configure_threads(int requested) {
   });
   // OpenBLAS keeps its own pool; set it when the library is loaded in this process.
   using SetThreads = void (*)(int);
+  const int blas = blas_threads > 0 ? blas_threads : n;
   if (auto set_openblas = reinterpret_cast<SetThreads>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
-    set_openblas(n);
+    set_openblas(blas);
   }
-  spdlog::debug("threads: {} (intra-op {}, inter-op {})", n, at::get_num_threads(), at::get_num_interop_threads());
+  spdlog::debug("threads: {} (intra-op {}, inter-op {}, OpenBLAS {})", n, at::get_num_threads(),
+                at::get_num_interop_threads(), blas);
   return n;
 }
 

@@ -392,12 +392,18 @@ int64_t bundle_model_bytes(const Manifest& manifest) {
   return total;
 }
 
-int recommended_threads(const std::string& bundle_dir, int64_t small_bytes) {
+ThreadPlan thread_plan(const std::string& bundle_dir, int requested, int64_t small_bytes) {
+  ThreadPlan plan;
+  plan.threads = requested > 0 ? requested : 0;
   try {
-    if (bundle_model_bytes(load_manifest(bundle_dir)) < small_bytes) return 1;
+    plan.small_bundle = bundle_model_bytes(load_manifest(bundle_dir)) < small_bytes;
   } catch (const Error&) {
   }
-  return 0;  // configure_threads(0): every core
+  if (plan.small_bundle) {
+    plan.blas_threads = 1;
+    if (plan.threads == 0) plan.threads = 1;
+  }
+  return plan;
 }
 
 }  // namespace ctok::model

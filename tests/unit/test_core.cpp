@@ -20,6 +20,7 @@
 #include "ctok/core/progress.hpp"
 #include "ctok/core/sha256.hpp"
 #include "ctok/core/threads.hpp"
+#include "ctok/model/manifest.hpp"
 
 namespace fs = std::filesystem;
 
@@ -418,4 +419,23 @@ TEST(Threads, Configure) {
   EXPECT_EQ(ctok::configure_threads(0), ctok::hardware_threads());
   EXPECT_GE(ctok::hardware_threads(), 1);
   EXPECT_THROW(ctok::configure_threads(-1), ctok::Error);
+  EXPECT_EQ(ctok::configure_threads(2, 1), 2);
+  EXPECT_THROW(ctok::configure_threads(1, -1), ctok::Error);
+}
+
+// The default bundle is small: one libtorch thread unless asked, one OpenBLAS thread always
+// (the two pools together were 2-3x slower). A bundle that cannot be read counts as big.
+TEST(Threads, PlanBySize) {
+  const auto small = ctok::model::thread_plan(ctok::model::default_bundle_dir());
+  EXPECT_TRUE(small.small_bundle);
+  EXPECT_EQ(small.threads, 1);
+  EXPECT_EQ(small.blas_threads, 1);
+  EXPECT_EQ(ctok::model::thread_plan(ctok::model::default_bundle_dir(), 3).threads, 3);
+  EXPECT_EQ(ctok::model::thread_plan(ctok::model::default_bundle_dir(), 3).blas_threads, 1);
+  const auto big = ctok::model::thread_plan("/nonexistent/bundle");
+  EXPECT_FALSE(big.small_bundle);
+  EXPECT_EQ(big.threads, 0);
+  EXPECT_EQ(big.blas_threads, 0);
+  // A limit below the default bundle's size makes it big.
+  EXPECT_FALSE(ctok::model::thread_plan(ctok::model::default_bundle_dir(), 0, 1024).small_bundle);
 }

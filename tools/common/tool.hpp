@@ -41,7 +41,7 @@ namespace ctok::tool {
 struct CommonOptions {
   std::string bundle;             // --bundle DIR; empty: model::default_bundle_dir()
   std::string device = "cpu";     // --device cpu | cuda | cuda:N
-  int threads = 0;                // --threads N; 0: auto (model::recommended_threads of the bundle)
+  int threads = 0;                // --threads N; 0: auto (model::thread_plan of the bundle)
   std::optional<uint64_t> seed;   // --seed N; tools pick their documented default when unset
   std::string config;             // --config FILE.json; flags given on the command line override it
   int verbose = 0;                // -v (repeatable)
@@ -85,8 +85,8 @@ inline void add_common_options(CLI::App& app, CommonOptions& o, unsigned which =
   }
   if (which & kThreads) {
     app.add_option("--threads", o.threads,
-                   "CPU threads for libtorch (0 = auto: 1 for a small bundle such as the default, whose models "
-                   "are too small to split across cores; all cores for a big one)")
+                   "CPU threads for libtorch (0 = auto: 1 for a small bundle such as the default, whose layers "
+                   "are too small to split, every core for a big one; OpenBLAS keeps 1 thread on a small bundle)")
         ->check(CLI::NonNegativeNumber)
         ->capture_default_str();
   }
@@ -106,9 +106,10 @@ inline void add_common_options(CLI::App& app, CommonOptions& o, unsigned which =
 inline void apply_common_options(const CommonOptions& o, unsigned which = kAllCommon) {
   init_logging(o.verbosity());
   if (which & kThreads) {
-    const int n = o.threads > 0 ? o.threads : model::recommended_threads(o.bundle_dir());
-    configure_threads(n);
-    if (o.threads == 0) spdlog::debug("--threads 0: {} for bundle {}", n ? std::to_string(n) + " thread(s)" : std::string("every core"), o.bundle_dir());
+    const model::ThreadPlan plan = model::thread_plan(o.bundle_dir(), o.threads);
+    const int n = configure_threads(plan.threads, plan.blas_threads);
+    spdlog::debug("threads: {} intra-op, {} OpenBLAS ({} bundle {})", n, plan.blas_threads ? plan.blas_threads : n,
+                  plan.small_bundle ? "small" : "big", o.bundle_dir());
   }
 }
 

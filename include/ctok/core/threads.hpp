@@ -8,10 +8,11 @@
 
 namespace ctok {
 
-// Sets libtorch intra-op threads (and OpenMP / OpenBLAS through it) to `requested`, or to
+// Sets libtorch intra-op threads (and OpenMP through it) to `requested`, or to
 // std::thread::hardware_concurrency() when 0; the inter-op pool is sized once per process.
-// Returns the count used. Throws bad_input for a negative count.
-int configure_threads(int requested);
+// OpenBLAS's own pool gets `blas_threads` (0: the same count). Returns the intra-op count
+// used. Throws bad_input for a negative count.
+int configure_threads(int requested, int blas_threads = 0);
 
 // The number of cores seen by this process (>= 1).
 int hardware_threads();

@@ -122,12 +122,24 @@ void require_sha256_match(const Manifest& manifest);
 // holds a bundle.json wins; the last candidate is returned even if it does not exist.
 std::string default_bundle_dir();
 
-// The libtorch thread count that is fastest for a bundle's models when a tool is not told
-// (--threads 0): 1 when the model files add up to less than `small_bytes` (the default
-// bundle: its layers are too small to split across cores; measured in bench/bench_threads.sh,
-// 2 threads were 2-3x slower), else 0 (every core, as configure_threads reads it). A bundle
-// that cannot be read counts as big. Torch-free, like the rest of the manifest.
+// The thread set-up that is fastest for a bundle's models (measured in bench/bench_threads.sh
+// and bench/bench_cohort.sh on 2 cores). libtorch's intra-op pool (OpenMP) and Debian's
+// OpenBLAS (the pthread build, with its own spinning pool) must not both run several threads:
+// together they were 2-3x slower than one thread. A small bundle (model files under
+// `small_bytes`, the default bundle) has GEMMs too small for OpenBLAS to split: it gets one
+// BLAS thread always, and one intra-op thread unless told otherwise (2 intra-op threads were
+// 1.0-1.3x faster on an idle machine, cohorts of 16 the most, but 2-20x slower as soon as
+// another process used a core, so the default stays 1). A big bundle (or one that cannot be
+// read) gets every core in both, as its GEMMs dominate. `requested` > 0 fixes the intra-op
+// count. Torch-free, like the rest of the manifest: 0 in the result means "every core"
+// (configure_threads reads it).
+struct ThreadPlan {
+  int threads = 0;       // libtorch intra-op (and inter-op) threads; 0: every core
+  int blas_threads = 0;  // OpenBLAS threads; 0: as many as `threads`
+  bool small_bundle = false;
+};
 int64_t bundle_model_bytes(const Manifest& manifest);
-int recommended_threads(const std::string& bundle_dir, int64_t small_bytes = int64_t{256} << 20);
+ThreadPlan thread_plan(const std::string& bundle_dir, int requested = 0,
+                       int64_t small_bytes = int64_t{256} << 20);
 
 }  // namespace ctok::model
