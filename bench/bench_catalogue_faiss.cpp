@@ -2,7 +2,8 @@
 // Exact (IndexFlatIP) vs IVF-Flat and IVF-PQ on N x D clustered random unit
 // vectors: build/train/add time, search latency per query, recall@10 against
 // exact, bytes per vector (serialized index size / N).
-// Not yet in CMakeLists.txt; build standalone (Debian 12, libfaiss-dev 1.7.3):
+// Built by CMake (build/bin/bench_catalogue_faiss) when libfaiss is found; or standalone
+// (Debian 12, libfaiss-dev 1.7.3):
 //   g++ -O2 -std=c++17 -fopenmp bench/bench_catalogue_faiss.cpp \
 //       -l:libfaiss.a -lblas -llapack -o /tmp/bench_catalogue_faiss
 //   /tmp/bench_catalogue_faiss N D NLIST NPROBE PQ_M

@@ -8,7 +8,6 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
-#include <csignal>
 #include <cstdio>
 #include <optional>
 
@@ -50,7 +49,6 @@ int run(Options& o) {
   if (o.common.seed) e.subset_seed = *o.common.seed;
   e.threads = o.common.threads;
   e.progress = o.common.verbosity() >= 0;
-  e.stop = &tool::g_stop;
   token::validate(e.learn);
 
   bool learned = false, inversion = false;
@@ -68,9 +66,9 @@ int run(Options& o) {
   bo.load_diffusion = learned && inversion;
   model::Bundle bundle = model::Bundle::load(bo);
 
-  tool::catch_sigint();
+  e.stop = tool::catch_sigint();
   const eval::EvalSummary s = eval::run_retrieval(bundle, e);
-  std::signal(SIGINT, SIG_DFL);
+  tool::release_sigint();
   if (s.interrupted) {
     std::fprintf(stderr, "interrupted: %zu of %zu (concept, seed) units done; run the same command to resume\n",
                  s.units_done, s.units_total);

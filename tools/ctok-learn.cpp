@@ -8,7 +8,6 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
-#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -201,16 +200,15 @@ int run_concepts(const Options& o) {
   fs::create_directories(o.out);
   token::CohortOptions co;
   co.cohort = o.cohort;
-  co.stop = &tool::g_stop;
   for (const auto& out : outs) co.checkpoint_paths.push_back(out + ".ckpt");
   co.on_done = [&](std::size_t i, const token::LearnResult& r) {
     token::write_token_file(outs[i], r.token);
     std::error_code ec;
     fs::remove(co.checkpoint_paths[i], ec);
   };
-  tool::catch_sigint();
+  co.stop = tool::catch_sigint();
   const auto results = token::learn_cohort(bundle, requests, co);
-  std::signal(SIGINT, SIG_DFL);
+  tool::release_sigint();
   int failed = 0, interrupted = 0;
   for (std::size_t i = 0; i < results.size(); ++i) {
     if (!results[i].error.empty()) {
@@ -252,10 +250,9 @@ int run(const Options& o) {
   ro.resume_path = o.resume;
   ro.keep_checkpoint = o.keep_checkpoint;
   ro.log_path = o.log;
-  ro.stop = &tool::g_stop;
-  tool::catch_sigint();
+  ro.stop = tool::catch_sigint();
   token::LearnResult result = token::learn(learner, ro);
-  std::signal(SIGINT, SIG_DFL);
+  tool::release_sigint();
   if (result.status == token::LearnStatus::kInterrupted) {
     std::fprintf(stderr, "interrupted after step %d of %d; checkpoint saved to %s\nresume with: --resume %s\n",
                  result.steps_done, learner.config().steps, result.checkpoint_path.c_str(),

@@ -394,7 +394,7 @@ int64_t bundle_model_bytes(const Manifest& manifest) {
 
 ThreadPlan thread_plan(const std::string& bundle_dir, int requested, int64_t small_bytes) {
   ThreadPlan plan;
-  plan.threads = requested > 0 ? requested : 0;
+  plan.threads = requested;  // configure_threads checks it
   try {
     plan.small_bundle = bundle_model_bytes(load_manifest(bundle_dir)) < small_bytes;
   } catch (const Error&) {

@@ -3,6 +3,8 @@
 // program at once.
 //
 //   ro.stop = ctok::tool::catch_sigint();
+//   ... the long call ...
+//   ctok::tool::release_sigint();
 #pragma once
 
 #include <atomic>
@@ -22,5 +24,8 @@ inline const std::atomic<bool>* catch_sigint() {
   std::signal(SIGINT, ctok_on_sigint);
   return &g_stop;
 }
+
+// Back to the default handler once the long work is over (Ctrl-C ends the program again).
+inline void release_sigint() { std::signal(SIGINT, SIG_DFL); }
 
 }  // namespace ctok::tool

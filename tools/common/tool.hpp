@@ -107,9 +107,8 @@ inline void apply_common_options(const CommonOptions& o, unsigned which = kAllCo
   init_logging(o.verbosity());
   if (which & kThreads) {
     const model::ThreadPlan plan = model::thread_plan(o.bundle_dir(), o.threads);
-    const int n = configure_threads(plan.threads, plan.blas_threads);
-    spdlog::debug("threads: {} intra-op, {} OpenBLAS ({} bundle {})", n, plan.blas_threads ? plan.blas_threads : n,
-                  plan.small_bundle ? "small" : "big", o.bundle_dir());
+    spdlog::debug("thread plan of a {} bundle ({})", plan.small_bundle ? "small" : "big", o.bundle_dir());
+    configure_threads(plan.threads, plan.blas_threads);
   }
 }
 
