@@ -1,6 +1,9 @@
 // ctok-info: show and verify a bundle or a token file; tokenise text.
 //
-//   ctok-info bundle [DIR]                 manifest summary + sha256 of every file (exit 2 on mismatch)
+//   ctok-info bundle [DIR] [--fast]        manifest summary, sha256 of every file, then the self-test:
+//                                          load every model (dry forward passes) and check parity
+//                                          with reference.safetensors (exit 2 naming model and key);
+//                                          --fast: manifest + sha256 only
 //   ctok-info token FILE                   token string, shape, metadata, vector norms
 //   ctok-info tokenize [--bundle DIR | --tokenizer clip-bpe:FILE] [--json] [--token STR...] TEXT...
 //   echo "a photo" | ctok-info tokenize    one JSON line per input line
@@ -18,11 +21,14 @@
 
 #include "common/tool.hpp"
 #include "ctok/core/error.hpp"
+#include "ctok/model/bundle.hpp"
 #include "ctok/model/manifest.hpp"
+#include "ctok/model/reference.hpp"
 #include "ctok/text/tokenizer.hpp"
 #include "ctok/token/token_file.hpp"
 
 using ctok::model::FileCheck;
+using ctok::model::ReferenceCheck;
 using nlohmann::json;
 
 namespace {
@@ -35,7 +41,52 @@ std::string join_numbers(const std::vector<double>& v) {
   return "[" + s + "]";
 }
 
-int show_bundle(const std::string& dir) {
+// The manifest key of the model a reference key is computed by: "text.hidden" -> "text.file".
+std::string model_key_of(const std::string& reference_key) {
+  if (reference_key.rfind("text.", 0) == 0) return "text.file";
+  if (reference_key.rfind("image.", 0) == 0) return "image.file";
+  if (reference_key.rfind("unet.", 0) == 0) return "diffusion.unet";
+  if (reference_key == "vae.latents") return "diffusion.vae_encoder";
+  if (reference_key.rfind("vae.", 0) == 0) return "diffusion.vae_decoder";
+  return reference_key;
+}
+
+// The self-test (docs/bundle.md): load every model with its dry forward passes (shape
+// problems are bad_input naming the file and manifest key), then parity with the
+// exporter's reference outputs.
+void self_test(const ctok::model::Manifest& m) {
+  ctok::model::BundleOptions o;
+  o.dir = m.dir;
+  o.verify_sha256 = false;  // just checked
+  o.load_image = true;
+  o.load_diffusion = m.diffusion.has_value();
+  o.check_shapes = true;
+  ctok::model::Bundle b = ctok::model::Bundle::load(o);
+  std::printf("load:      OK (every model loaded, dry forward passes match the manifest)\n");
+  const std::string ref = ctok::model::reference_path(b);
+  if (ref.empty()) {
+    std::printf("parity:    skipped (no reference.safetensors)\n");
+    return;
+  }
+  std::printf("parity with %s:\n", ref.c_str());
+  const ReferenceCheck* first_bad = nullptr;
+  const std::vector<ReferenceCheck> checks = ctok::model::check_reference(b);
+  for (const ReferenceCheck& c : checks) {
+    std::printf("  %-4s %-15s max |err| %.3g (ratio %.3g)  %s\n", c.passed ? "OK" : "FAIL", c.key.c_str(),
+                c.max_abs_error, c.worst_ratio, c.note.c_str());
+    if (!c.passed && !first_bad) first_bad = &c;
+  }
+  std::fflush(stdout);
+  if (first_bad) {
+    const std::string model_key = model_key_of(first_bad->key);
+    throw ctok::bad_input("reference parity fails for " + first_bad->key + " (max |err| " +
+                          std::to_string(first_bad->max_abs_error) + "; model of " + model_key + ")")
+        .file(ref)
+        .key(model_key);
+  }
+}
+
+int show_bundle(const std::string& dir, bool fast) {
   const ctok::model::Manifest m = ctok::model::load_manifest(dir);
   const auto& t = m.text;
   const auto& i = m.image;
@@ -81,6 +132,7 @@ int show_bundle(const std::string& dir) {
   if (bad > 0) {
     throw ctok::bad_input(std::to_string(bad) + " file(s) do not match the sha256 listed in bundle.json").file(m.path);
   }
+  if (!fast) self_test(m);
   return 0;
 }
 
@@ -188,8 +240,12 @@ int main(int argc, char** argv) {
     app.fallthrough();  // common options may follow the subcommand
 
     std::string bundle_dir;
-    CLI::App* bundle = app.add_subcommand("bundle", "manifest summary and sha256 of every file (exit 2 on mismatch)");
+    bool fast = false;
+    CLI::App* bundle = app.add_subcommand(
+        "bundle", "manifest summary, sha256 of every file, then load every model and check reference.safetensors "
+                  "(exit 2 naming the model and manifest key)");
     bundle->add_option("DIR", bundle_dir, "bundle directory (default: --bundle, else the shipped default)");
+    bundle->add_flag("--fast", fast, "manifest and sha256 only: no model loading, no reference parity");
 
     std::string token_path;
     CLI::App* token = app.add_subcommand("token", "show a token file; with --bundle, check its width");
@@ -207,7 +263,7 @@ int main(int argc, char** argv) {
 
     ctok::tool::parse(app, argc, argv, common, flags);
     const bool bundle_given = app.count("--bundle") > 0;
-    if (*bundle) return show_bundle(bundle_dir.empty() ? common.bundle_dir() : bundle_dir);
+    if (*bundle) return show_bundle(bundle_dir.empty() ? common.bundle_dir() : bundle_dir, fast);
     if (*token) return show_token(token_path, bundle_given ? common.bundle_dir() : std::string());
     return tokenize(tk, common, bundle_given);
   });

@@ -25,7 +25,8 @@ const std::string kTiny = std::string(CTOK_TEST_DATA) + "/tiny_bundle";
 class ManifestTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!fs::exists(kTiny + "/bundle.json")) GTEST_SKIP() << "fixture bundle missing: " << kTiny;
+    // The fixture is committed (tests/data/tiny_bundle): its absence is a failure, not a skip.
+    ASSERT_TRUE(fs::exists(kTiny + "/bundle.json")) << "fixture bundle missing: " << kTiny;
     std::string tmpl = (fs::temp_directory_path() / "ctok_manifest_XXXXXX").string();
     ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
     dir_ = tmpl;
