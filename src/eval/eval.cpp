@@ -250,7 +250,8 @@ void Evaluation::open_gallery() {
   retrieval::GalleryBuildOptions bo;
   bo.dir = dir;
   bo.source_root = o_.df2;
-  bo.source = {{"kind", "df2-split"}, {"split", o_.split}, {"items", items.size()}};
+  bo.source = {{"kind", "df2-split"}, {"root", fs::absolute(o_.df2).lexically_normal().string()}, {"split", o_.split},
+               {"items", items.size()}};
   bo.threads = o_.threads;
   bo.show_progress = o_.progress;
   retrieval::build_gallery_store(bundle_, items, bo);  // resumes; refuses another bundle's store, both hashes named

@@ -8,6 +8,7 @@
 #include "ctok/data/concepts.hpp"
 #include "adapters.hpp"
 #include "ctok/model/clip.hpp"
+#include "ctok/retrieval/gallery_store.hpp"
 
 namespace ctok::gair::detail {
 
@@ -53,9 +54,24 @@ Gallery embed_split(model::Bundle& bundle, const data::Split& split, const std::
 
 Gallery open_store(const std::string& dir, model::Bundle& bundle) {
   if (!directory_exists(dir)) throw bad_input("gallery store not found or not a folder").file(dir).key("gallery");
-  throw bad_input("gallery stores are not readable by this build yet (they land with ctok-index); "
-                  "use --df2 ROOT --split NAME")
-      .file(dir).key("gallery");
+  // Refuses a store of another bundle (both hashes named) or a half-built one.
+  const retrieval::GalleryStore st = retrieval::GalleryStore::open(dir, bundle);
+  const std::string root = st.info().source.value("root", std::string());
+  Gallery g;
+  g.features = st.features();
+  for (const auto& it : st.items()) {
+    GalleryItem gi;
+    const fs::path p(it.path);
+    gi.image_path = p.is_absolute() || root.empty() ? p.string() : (fs::path(root) / p).string();
+    gi.box = it.box;
+    gi.id = it.keys.contains("id") && it.keys["id"].is_string() ? it.keys["id"].get<std::string>() : it.path;
+    gi.keys = it.keys;
+    g.items.push_back(std::move(gi));
+  }
+  g.provenance = {{"kind", "store"},           {"dir", fs::absolute(dir).lexically_normal().string()},
+                  {"items", g.items.size()},   {"source", st.info().source},
+                  {"embedded_by", st.info().bundle_name}, {"image_encoder_sha256", st.info().image_encoder_sha256}};
+  return g;
 }
 
 }  // namespace ctok::gair::detail

@@ -12,6 +12,8 @@
 #include "ctok/core/fs.hpp"
 #include "ctok/core/version.hpp"
 #include "ctok/gair/report.hpp"
+
+#include "ctok/core/html.hpp"
 #include "ctok/model/schedule.hpp"
 
 namespace ctok::gair {
@@ -53,46 +55,6 @@ std::string concept_png(size_t j) { return "concept/" + std::to_string(j) + ".pn
 std::string rank_text(const std::optional<int64_t>& r) { return r ? std::to_string(*r) : "-"; }
 
 }  // namespace
-
-std::string html_escape(const std::string& text) {
-  std::string out;
-  out.reserve(text.size());
-  for (char ch : text) {
-    switch (ch) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out.push_back(ch);
-    }
-  }
-  return out;
-}
-
-image::Image tile(const image::Image& in, int side) {
-  image::Image out;
-  out.width = out.height = side;
-  out.rgb.assign(static_cast<size_t>(side) * side * 3, 255);
-  if (in.width <= 0 || in.height <= 0) return out;
-  // Whole-factor enlargement when it fits; otherwise a nearest shrink to fit.
-  const int big = std::max(in.width, in.height);
-  const double s = big <= side ? static_cast<double>(side / big) : static_cast<double>(side) / big;
-  const int w = std::max(1, static_cast<int>(in.width * s)), h = std::max(1, static_cast<int>(in.height * s));
-  const int x0 = (side - w) / 2, y0 = (side - h) / 2;
-  for (int y = 0; y < h; ++y) {
-    const int sy = std::min(in.height - 1, static_cast<int>(y / s));
-    for (int x = 0; x < w; ++x) {
-      const int sx = std::min(in.width - 1, static_cast<int>(x / s));
-      const uint8_t* p = in.rgb.data() + (static_cast<size_t>(sy) * in.width + sx) * 3;
-      uint8_t* d = out.rgb.data() + (static_cast<size_t>(y0 + y) * side + x0 + x) * 3;
-      d[0] = p[0];
-      d[1] = p[1];
-      d[2] = p[2];
-    }
-  }
-  return out;
-}
 
 nlohmann::json results_json(const GairRun& run) {
   using nlohmann::json;
@@ -243,7 +205,7 @@ void write_report(const std::string& dir, const GairRun& run, bool force) {
 
     h << "<h2>The concept's own images</h2>\n<div class=\"strip\">";
     for (size_t j = 0; j < run.concept_images.size(); ++j) {
-      image::write_png((tmp / concept_png(j)).string(), tile(run.concept_images[j], kTile));
+      image::write_png((tmp / concept_png(j)).string(), image::square_tile(run.concept_images[j], kTile));
       h << "<figure><img src=\"" << concept_png(j) << "\" alt=\"concept image\"><figcaption>"
         << html_escape(run.concept_ids[j]) << "</figcaption></figure>";
     }
@@ -261,7 +223,7 @@ void write_report(const std::string& dir, const GairRun& run, bool force) {
         << (a.seeds.empty() ? 0 : a.seeds.front()) << "&ndash;" << (a.seeds.empty() ? 0 : a.seeds.back())
         << ")</div><div class=\"strip\">";
       for (size_t k = 0; k < a.renders.size(); ++k) {
-        image::write_png((tmp / render_png(i, k)).string(), tile(a.renders[k], kTile));
+        image::write_png((tmp / render_png(i, k)).string(), image::square_tile(a.renders[k], kTile));
         h << "<figure><img src=\"" << render_png(i, k) << "\" alt=\"render\"><figcaption>seed " << a.seeds[k]
           << "</figcaption></figure>";
       }
@@ -271,7 +233,7 @@ void write_report(const std::string& dir, const GairRun& run, bool force) {
         const GalleryItem& it = run.gallery.items[static_cast<size_t>(hit.row)];
         image::Image im = image::decode_file(it.image_path);
         if (it.box) im = image::crop(im, *it.box);
-        image::write_png((tmp / hit_png(i, k)).string(), tile(im, kTile));
+        image::write_png((tmp / hit_png(i, k)).string(), image::square_tile(im, kTile));
         h << "<figure" << (hit.correct ? " class=\"match\"" : "") << "><img src=\"" << hit_png(i, k) << "\" alt=\""
           << html_escape(it.id) << "\" title=\"" << html_escape(it.id) << "\"><figcaption>#" << hit.rank << " &middot; "
           << fixed(hit.score, 3) << (hit.correct ? " &#10003;" : "") << "</figcaption></figure>";

@@ -124,4 +124,28 @@ Image from_float(const FloatImage& image, float lo, float hi) {
   return out;
 }
 
+Image square_tile(const Image& in, int side) {
+  Image out;
+  out.width = out.height = side;
+  out.rgb.assign(static_cast<size_t>(side) * side * 3, 255);
+  if (in.width <= 0 || in.height <= 0) return out;
+  // Whole-factor enlargement when it fits; otherwise a nearest shrink to fit.
+  const int big = std::max(in.width, in.height);
+  const double s = big <= side ? static_cast<double>(side / big) : static_cast<double>(side) / big;
+  const int w = std::max(1, static_cast<int>(in.width * s)), h = std::max(1, static_cast<int>(in.height * s));
+  const int x0 = (side - w) / 2, y0 = (side - h) / 2;
+  for (int y = 0; y < h; ++y) {
+    const int sy = std::min(in.height - 1, static_cast<int>(y / s));
+    for (int x = 0; x < w; ++x) {
+      const int sx = std::min(in.width - 1, static_cast<int>(x / s));
+      const uint8_t* p = in.rgb.data() + (static_cast<size_t>(sy) * in.width + sx) * 3;
+      uint8_t* d = out.rgb.data() + (static_cast<size_t>(y0 + y) * side + x0 + x) * 3;
+      d[0] = p[0];
+      d[1] = p[1];
+      d[2] = p[2];
+    }
+  }
+  return out;
+}
+
 }  // namespace ctok::image

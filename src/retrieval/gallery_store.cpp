@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <future>
@@ -52,15 +53,6 @@ GalleryItem item_from_json(const Json& j, const std::string& where) {
   return it;
 }
 
-std::string items_digest(const std::vector<GalleryItem>& items) {
-  Sha256 h;
-  for (const auto& it : items) {
-    const std::string line = item_json(it).dump() + "\n";
-    h.update(line.data(), line.size());
-  }
-  return h.hex_digest();
-}
-
 Json info_json(const GalleryInfo& g) {
   Json shards = Json::array();
   for (const auto& s : g.shards) {
@@ -81,9 +73,6 @@ Json info_json(const GalleryInfo& g) {
           {"complete", g.complete}};
 }
 
-void write_info(const GalleryInfo& g) {
-  write_file_atomic((fs::path(g.dir) / kInfoFile).string(), info_json(g).dump(2) + "\n");
-}
 
 std::vector<image::FloatImage> load_range(const std::vector<GalleryItem>& items, int64_t first, int64_t n,
                                           const GalleryBuildOptions& o, const image::Preprocess& pre,
@@ -103,6 +92,19 @@ std::vector<image::FloatImage> load_range(const std::vector<GalleryItem>& items,
 }
 
 }  // namespace
+
+std::string gallery_items_digest(const std::vector<GalleryItem>& items) {
+  Sha256 h;
+  for (const auto& it : items) {
+    const std::string line = item_json(it).dump() + "\n";
+    h.update(line.data(), line.size());
+  }
+  return h.hex_digest();
+}
+
+void write_gallery_info(const GalleryInfo& g) {
+  write_file_atomic((fs::path(g.dir) / kInfoFile).string(), info_json(g).dump(2) + "\n");
+}
 
 std::string image_encoder_sha256(const model::Bundle& bundle) {
   const auto& m = bundle.manifest();
@@ -172,7 +174,7 @@ GalleryInfo build_gallery_store(const model::Bundle& bundle, const std::vector<G
   g.preprocessing = preprocessing_record(bundle);
   g.dim = bundle.image_feature_dim();
   g.planned_inputs = static_cast<int64_t>(items.size());
-  g.items_sha256 = items_digest(items);
+  g.items_sha256 = gallery_items_digest(items);
   g.source = o.source;
   if (file_exists((fs::path(o.dir) / kInfoFile).string())) {
     GalleryInfo old = read_gallery_info(o.dir);
@@ -194,7 +196,7 @@ GalleryInfo build_gallery_store(const model::Bundle& bundle, const std::vector<G
     g.skipped = old.skipped;
     if (!g.shards.empty()) spdlog::info("{}: resuming at shard {}", o.dir, g.shards.size());
   }
-  write_info(g);
+  write_gallery_info(g);
 
   // Encoding needs the image encoder; ClipModel takes Bundle& until interface 1 (seams)
   // lands; it only runs the image encoder in inference mode here.
@@ -216,6 +218,9 @@ GalleryInfo build_gallery_store(const model::Bundle& bundle, const std::vector<G
 
   // Decode + preprocess of batch b+1 (parallel, order kept) overlaps the encoding of b.
   const int64_t bs = std::max<int64_t>(1, o.batch_size);
+  const auto t_start = std::chrono::steady_clock::now();
+  double t_encode = 0;
+  int64_t n_encoded = 0;
   for (int64_t s = static_cast<int64_t>(g.shards.size()); s < n_shards; ++s) {
     const int64_t first = s * o.shard_size, count = std::min(o.shard_size, n - first);
     std::vector<float> rows;
@@ -243,7 +248,10 @@ GalleryInfo build_gallery_store(const model::Bundle& bundle, const std::vector<G
         item_lines += item_json(items[first + b0 + i]).dump() + "\n";
       }
       if (!good.empty()) {
+        const auto te = std::chrono::steady_clock::now();
         torch::Tensor f = model::l2_normalize(clip.encode_images(good, bs)).to(torch::kCPU).to(torch::kFloat32).contiguous();
+        t_encode += std::chrono::duration<double>(std::chrono::steady_clock::now() - te).count();
+        n_encoded += f.size(0);
         rows.insert(rows.end(), f.data_ptr<float>(), f.data_ptr<float>() + f.numel());
         n_rows += f.size(0);
       }
@@ -254,9 +262,14 @@ GalleryInfo build_gallery_store(const model::Bundle& bundle, const std::vector<G
     sf.tensors["features"] = make_f32({n_rows, g.dim}, rows.data());
     write_safetensors((fs::path(o.dir) / shard_name(s)).string(), sf);
     g.shards.push_back({shard_name(s), first, count, n_rows});
-    write_info(g);  // the shard counts from here on
+    write_gallery_info(g);  // the shard counts from here on
   }
   progress.finish();
+  if (n_encoded > 0) {
+    const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    spdlog::info("embedded {} images in {:.2f} s ({:.0f} img/s); the image encoder alone {:.2f} s ({:.0f} img/s)",
+                 n_encoded, wall, n_encoded / wall, t_encode, n_encoded / std::max(t_encode, 1e-9));
+  }
   std::string all_items;
   g.count = 0;
   for (const auto& s : g.shards) {
@@ -266,14 +279,46 @@ GalleryInfo build_gallery_store(const model::Bundle& bundle, const std::vector<G
   }
   write_file_atomic((fs::path(o.dir) / kItemsFile).string(), all_items);
   g.complete = true;
-  write_info(g);
+  write_gallery_info(g);
   return g;
 }
 
-GalleryStore GalleryStore::open_unchecked(const std::string& dir) {
-  GalleryStore st;
-  st.info_ = read_gallery_info(dir);
-  GalleryInfo& g = st.info_;
+GalleryInfo write_feature_store(const std::string& dir, const GalleryInfo& like, const std::vector<GalleryItem>& items,
+                                const torch::Tensor& features, int64_t shard_size) {
+  if (features.dim() != 2 || features.size(0) != static_cast<int64_t>(items.size())) {
+    throw bad_input("features must be [items, dim]").key("features");
+  }
+  if (shard_size < 1) throw bad_input("shard size must be positive").key("shard_size");
+  fs::create_directories(dir);
+  GalleryInfo g = like;
+  g.dir = dir;
+  g.dim = features.size(1);
+  g.planned_inputs = g.count = features.size(0);
+  g.items_sha256 = gallery_items_digest(items);
+  g.shards.clear();
+  g.skipped.clear();
+  g.complete = false;
+  const torch::Tensor f = model::l2_normalize(features.to(torch::kCPU, torch::kFloat32)).contiguous();
+  std::string all;
+  for (int64_t s = 0, first = 0; first < g.count; ++s, first += shard_size) {
+    const int64_t rows = std::min(shard_size, g.count - first);
+    std::string lines;
+    for (int64_t i = first; i < first + rows; ++i) lines += item_json(items[i]).dump() + "\n";
+    SafetensorsFile sf;
+    sf.metadata["items"] = lines;
+    sf.tensors["features"] = make_f32({rows, g.dim}, f.data_ptr<float>() + first * g.dim);
+    write_safetensors((fs::path(dir) / shard_name(s)).string(), sf);
+    g.shards.push_back({shard_name(s), first, rows, rows});
+    all += lines;
+  }
+  write_file_atomic((fs::path(dir) / kItemsFile).string(), all);
+  g.complete = true;
+  write_gallery_info(g);
+  return g;
+}
+
+void check_complete(const GalleryInfo& g) {
+  const std::string& dir = g.dir;
   int64_t covered = 0;
   for (const auto& s : g.shards) covered += s.inputs;
   std::vector<std::string> missing;
@@ -288,20 +333,38 @@ GalleryStore GalleryStore::open_unchecked(const std::string& dir) {
     if (!file_exists((fs::path(dir) / kItemsFile).string())) what << "; items.jsonl missing";
     throw bad_input("half-built gallery store (resume the build)").file(dir).expected("a complete store").found(what.str());
   }
-  std::vector<torch::Tensor> parts;
-  for (const auto& s : g.shards) {
-    const std::string p = (fs::path(dir) / s.file).string();
-    const SafetensorsFile sf = read_safetensors(p);
-    const TensorData* t = sf.find("features");
-    if (!t || t->dtype != DType::kF32 || t->shape != std::vector<int64_t>{s.rows, g.dim}) {
-      throw bad_input("shard has the wrong shape").file(p).key("features")
-          .expected("F32 [" + std::to_string(s.rows) + ", " + std::to_string(g.dim) + "]");
-    }
-    torch::Tensor x = torch::empty({s.rows, g.dim}, torch::kFloat32);
-    std::memcpy(x.data_ptr<float>(), t->bytes.data(), t->bytes.size());
-    parts.push_back(x);
+}
+
+std::vector<uint8_t> read_shard_features(const GalleryInfo& g, const GalleryShard& s) {
+  const std::string p = (fs::path(g.dir) / s.file).string();
+  SafetensorsFile sf = read_safetensors(p);
+  auto t = sf.tensors.find("features");
+  if (t == sf.tensors.end() || t->second.dtype != DType::kF32 || t->second.shape != std::vector<int64_t>{s.rows, g.dim}) {
+    throw bad_input("shard has the wrong shape").file(p).key("features")
+        .expected("F32 [" + std::to_string(s.rows) + ", " + std::to_string(g.dim) + "]");
   }
-  st.features_ = parts.empty() ? torch::zeros({0, g.dim}) : torch::cat(parts, 0);
+  return std::move(t->second.bytes);
+}
+
+GalleryStore GalleryStore::open_unchecked(const std::string& dir, bool with_features) {
+  GalleryStore st;
+  st.info_ = read_gallery_info(dir);
+  GalleryInfo& g = st.info_;
+  check_complete(g);
+  if (with_features) {
+    st.features_ = torch::empty({g.count, g.dim}, torch::kFloat32);
+    int64_t row = 0;
+    for (const auto& s : g.shards) {
+      if (row + s.rows > g.count) throw bad_input("shards hold more rows than gallery.json's count").file(dir);
+      const std::vector<uint8_t> bytes = read_shard_features(g, s);
+      std::memcpy(st.features_.data_ptr<float>() + row * g.dim, bytes.data(), bytes.size());
+      row += s.rows;
+    }
+    if (row != g.count) {
+      throw bad_input("shards and gallery.json disagree on the row count").file(dir)
+          .expected(std::to_string(g.count)).found(std::to_string(row));
+    }
+  }
   const std::string ipath = (fs::path(dir) / kItemsFile).string();
   std::istringstream lines(read_text_file(ipath));
   std::string line;
@@ -311,15 +374,14 @@ GalleryStore GalleryStore::open_unchecked(const std::string& dir) {
                                        ipath + ":" + std::to_string(row + 1)));
     ++row;
   }
-  if (row != g.count || st.features_.size(0) != g.count) {
-    throw bad_input("items.jsonl and the shards disagree on the row count").file(ipath)
-        .expected(std::to_string(g.count)).found(std::to_string(row) + " lines, " +
-                                                 std::to_string(st.features_.size(0)) + " rows");
+  if (row != g.count) {
+    throw bad_input("items.jsonl and gallery.json disagree on the row count").file(ipath)
+        .expected(std::to_string(g.count)).found(std::to_string(row) + " lines");
   }
   return st;
 }
 
-GalleryStore GalleryStore::open(const std::string& dir, const model::Bundle& bundle) {
+GalleryStore GalleryStore::open(const std::string& dir, const model::Bundle& bundle, bool with_features) {
   const GalleryInfo g = read_gallery_info(dir);
   const std::string mine = image_encoder_sha256(bundle);
   if (g.image_encoder_sha256 != mine) {
@@ -331,7 +393,7 @@ GalleryStore GalleryStore::open(const std::string& dir, const model::Bundle& bun
     throw bad_input("gallery store with other preprocessing").file(dir)
         .expected(preprocessing_record(bundle).dump()).found(g.preprocessing.dump());
   }
-  return open_unchecked(dir);
+  return open_unchecked(dir, with_features);
 }
 
 SearchResult search_exact(const torch::Tensor& gallery, const torch::Tensor& queries, int64_t k, int64_t chunk) {

@@ -114,6 +114,18 @@ expect 2 "unreadable gallery store" "$T/nostore" -- "$GAIR" "${COMMON[@]}" --tok
 mkdir -p "$T/junkstore" && echo '{' >"$T/junkstore/gallery.json"
 expect 2 "gallery store that is not one" "junkstore" -- "$GAIR" "${COMMON[@]}" --token "$TOK" --query "$Q" \
   --gallery "$T/junkstore" "${FAST[@]}" --out "$T/r1"
+# A gallery store built by ctok-index gives the same report as the split it was built from.
+expect 0 "ctok-index store of the split" "" -- "$BIN/ctok-index" "${COMMON[@]}" build --df2 "$T/fw" --split validation \
+  --out "$T/store"
+expect 0 "a report over the store" "chosen alpha" -- "$GAIR" --bundle "$BUNDLE" --threads 1 --token "$TOK" --query "$Q" \
+  --gallery "$T/store" "${FAST[@]}" --seed 3 --out "$T/report-store"
+$PY - "$T/report/results.json" "$T/report-store/results.json" <<'PY' && pass "store and split give the same ranks" || fail "store and split reports differ"
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:])
+assert (a["rank_before"], a["rank_after"]) == (b["rank_before"], b["rank_after"]), (a["rank_before"], b["rank_before"])
+assert [h["id"] for h in a["alphas"][0]["top"]] == [h["id"] for h in b["alphas"][0]["top"]]
+assert b["gallery"]["kind"] == "store"
+PY
 expect 2 "no gallery" "gallery" -- "$GAIR" "${COMMON[@]}" --token "$TOK" --query "$Q" "${FAST[@]}" --out "$T/r1"
 # A diffusers-layout token (one tensor, no metadata) names no concept images.
 $PY - "$T/bare.safetensors" <<'PY'

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "ctok/core/error.hpp"
+#include "ctok/core/html.hpp"
 #include "ctok/gair/gair.hpp"
 #include "ctok/gair/report.hpp"
 #include "ctok/model/bundle.hpp"
@@ -131,7 +132,7 @@ TEST(Gair, HtmlEscapeAndTiles) {
   im.width = 2;
   im.height = 1;
   im.rgb = {255, 0, 0, 0, 0, 255};
-  image::Image t = tile(im, 8);  // x4 nearest: 8 x 4, centred vertically
+  image::Image t = image::square_tile(im, 8);  // x4 nearest: 8 x 4, centred vertically
   ASSERT_EQ(t.width, 8);
   ASSERT_EQ(t.height, 8);
   auto px = [&](int x, int y) { return t.rgb[(static_cast<size_t>(y) * 8 + x) * 3 + (x < 4 ? 0 : 2)]; };

@@ -101,11 +101,5 @@ nlohmann::json results_json(const GairRun& run);
 // temporary sibling folder and renames it into place, so a report is complete or absent.
 void write_report(const std::string& dir, const GairRun& run, bool force);
 
-// Text for HTML: & < > " ' escaped.
-std::string html_escape(const std::string& text);
-// The image enlarged by the largest whole factor that fits a `side` x `side` square
-// (nearest: every pixel a crisp block, so colour and pattern of 32 px renders are
-// judgeable), centred on a white square of that side. Larger images are shrunk to fit.
-image::Image tile(const image::Image& image, int side);
 
 }  // namespace ctok::gair

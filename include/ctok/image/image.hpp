@@ -107,7 +107,12 @@ Image from_float(const FloatImage& image, float lo, float hi);
 // (then cut with "..") to fit the tile width.
 Image make_grid(const std::vector<Image>& tiles, int cols, const std::vector<std::string>& captions = {},
                 int padding = 2);
-int grid_caption_band(int tile_height);  // caption band height in pixels for a tile height
+int grid_caption_band(int tile_height);
+// The image enlarged by the largest whole factor that fits a `side` x `side` square
+// (nearest: every pixel a crisp block, so colour and pattern of 32 px images are
+// judgeable), centred on a white square of that side. Larger images are shrunk to fit
+// (nearest). Report tiles of ctok-gair and ctok-search.
+Image square_tile(const Image& image, int side);  // caption band height in pixels for a tile height
 void write_png(const std::string& path, const Image& image);  // atomic
 std::vector<uint8_t> encode_png(const Image& image);
 std::vector<uint8_t> encode_jpeg(const Image& image, int quality = 95);

@@ -80,16 +80,35 @@ nlohmann::json preprocessing_record(const model::Bundle& bundle);
 GalleryInfo build_gallery_store(const model::Bundle& bundle, const std::vector<GalleryItem>& items,
                                 const GalleryBuildOptions& options);
 
+// Digest of an item list as gallery.json's items_sha256 records it (sha256 of the items.jsonl
+// lines): the digest of a list is the digest of its slices' lines in order.
+std::string gallery_items_digest(const std::vector<GalleryItem>& items);
+// gallery.json for `info` (in info.dir), written atomically.
+void write_gallery_info(const GalleryInfo& info);
+
+// A complete store in `dir` from features computed elsewhere ([N, dim] float32, rows
+// L2-normalised by this call) and their items; bundle, preprocessing and source are taken
+// from `like` (dim, counts, shards and digest are set here). Benches, tests, imports.
+GalleryInfo write_feature_store(const std::string& dir, const GalleryInfo& like, const std::vector<GalleryItem>& items,
+                                const torch::Tensor& features, int64_t shard_size = 4096);
+
 // gallery.json of `dir`, parsed and checked (format, version, types); no bundle check.
 GalleryInfo read_gallery_info(const std::string& dir);
+// bad_input for a half-built store, saying how many shards cover how many of the planned
+// items and which files are missing.
+void check_complete(const GalleryInfo& info);
+// The `rows` x `dim` features of one shard as float32 bytes (shape checked).
+std::vector<uint8_t> read_shard_features(const GalleryInfo& info, const GalleryShard& shard);
 
 class GalleryStore {
  public:
   // bad_input: no gallery.json; another bundle (both hashes named) or preprocessing; a
   // half-built store (says which shards / files are missing); shards of the wrong shape.
-  static GalleryStore open(const std::string& dir, const model::Bundle& bundle);
+  // Without `with_features` only the items are read (features() is then empty): what a
+  // search through the FAISS index needs.
+  static GalleryStore open(const std::string& dir, const model::Bundle& bundle, bool with_features = true);
   // The same checks without a bundle (merge, info).
-  static GalleryStore open_unchecked(const std::string& dir);
+  static GalleryStore open_unchecked(const std::string& dir, bool with_features = true);
 
   const GalleryInfo& info() const { return info_; }
   const std::vector<GalleryItem>& items() const { return items_; }
