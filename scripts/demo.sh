@@ -8,7 +8,10 @@
 # hidden category of FashionWorld: captions call sneakers "shoes"). From five photos of
 # sneakers, ctok-learn learns a custom token <sneaker> in the attribute subspace of "shoe",
 # with the inversion and the classification losses; ctok-render then draws the token alone
-# and composed with words it was never shown with ("a <sneaker> shoe in red").
+# and composed with words it was never shown with ("a <sneaker> shoe in red"); ctok-index and
+# ctok-search find it in a catalogue (FashionWorld's 3,000 validation shop crops); ctok-gair
+# shows what the composite query asks for and corrects it; ctok-eval measures, on held-out
+# data, how well learned tokens classify the hidden categories against the parent word.
 #
 # Idempotent: the data set is generated once (data/fashionworld); outputs go to runs/demo
 # (CTOK_DEMO_OUT) and are replaced on each run. CTOK_BUILD_DIR, CTOK_THREADS as elsewhere.
@@ -25,25 +28,25 @@ export PYTHONPATH=$root/scripts/python
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "1/6 Debian packages"
+step "1/9 Debian packages"
 bash "$root/scripts/deps.sh"
 
-step "2/6 build (${build})"
+step "2/9 build (${build})"
 bash "$root/scripts/build.sh"
 bin=$build/bin
 
-step "3/6 FashionWorld (${data})"
+step "3/9 FashionWorld (${data})"
 if [ -f "$data/world.json" ] && [ -d "$data/train/annos" ] && [ -d "$data/validation/annos" ]; then
   echo "present: $(grep -o '"version": *"[^"]*"' "$data/world.json" | head -1), reusing it"
 else
   "$py" -m ctok_py.fashionworld --out "$data" --seed 0
 fi
 
-step "4/6 the default bundle"
+step "4/9 the default bundle"
 "$bin/ctok-info" bundle "$bundle"
 "$bin/ctok-info" tokenize --bundle "$bundle" --token "<sneaker>" "a photo of a <sneaker> shoe in red"
 
-step "5/6 learn <sneaker> from five photos"
+step "5/9 learn <sneaker> from five photos"
 mkdir -p "$out"
 "$py" -m ctok_py.concept_images --root "$data" --split train --category sneaker --n 5 \
   --seed 0 --out "$out/sneaker-photos" --force
@@ -52,7 +55,7 @@ mkdir -p "$out"
   --out "$out/sneaker.safetensors" --force
 "$bin/ctok-info" token "$out/sneaker.safetensors"
 
-step "6/6 render the token alone and in composite prompts"
+step "6/9 render the token alone and in composite prompts"
 cat >"$out/prompts.txt" <<'EOF'
 a photo of a shoe
 a photo of a <sneaker> shoe
@@ -65,14 +68,35 @@ EOF
   --prompts "$out/prompts.txt" --n 6 --steps 50 --guidance 4 --seed 0 \
   --out "$out/renders.png" --force
 
+step "7/9 find it in a catalogue: ctok-index + ctok-search"
+"$bin/ctok-index" --bundle "$bundle" --threads "$threads" build --df2 "$data" --split validation \
+  --out "$out/catalogue" --index flat
+"$bin/ctok-search" --bundle "$bundle" --threads "$threads" --gallery "$out/catalogue" \
+  --token "$out/sneaker.safetensors" --query "a photo of a <sneaker> shoe" \
+  --query "a photo of a <sneaker> shoe in red" --query "a photo of a shoe" --top 12 \
+  --out "$out/catalogue-search" --force
+
+step "8/9 what the composite query means: ctok-gair"
+"$bin/ctok-gair" --bundle "$bundle" --threads "$threads" --token "$out/sneaker.safetensors" \
+  --query "a photo of a <sneaker> shoe in red" --gallery "$out/catalogue" \
+  --concept-images "$out/sneaker-photos" --n 4 --seed 0 --out "$out/gair" --force
+
+step "9/9 held-out evaluation: hidden-category classification (2 categories x 3 seeds x 4 methods)"
+"$bin/ctok-eval" --bundle "$bundle" --threads "$threads" --df2 "$data" --task classify \
+  --seeds 0,1,2 --out "$out/classify"
+cat "$out/classify/table.md"
+
 cat <<EOF
 
 Done.
-  photos the token was learned from: $out/sneaker-photos/
-  token file:                        $out/sneaker.safetensors   (ctok-info token FILE)
-  per-step losses:                   $out/learn.csv
-  renders (one row per prompt):      $out/renders.png
-  every render setting:              $out/renders.json
-How well learned tokens classify held-out sneakers and shirts (4 variants x 3 seeds):
-  scripts/validate_learn.sh --bin $bin      (docs/results.md)
+  photos the token was learned from:    $out/sneaker-photos/
+  token file:                           $out/sneaker.safetensors   (ctok-info token FILE)
+  per-step losses:                      $out/learn.csv
+  renders (one row per prompt):         $out/renders.png
+  every render setting:                 $out/renders.json
+  catalogue search (open in a browser): $out/catalogue-search/index.html
+  GAIR report (open in a browser):      $out/gair/index.html
+  hidden-category table:                $out/classify/table.md   (docs/results.md)
+The retrieval method table (MRR on FashionWorld, every method; docs/results.md):
+  $bin/ctok-eval --df2 $data --task retrieve --max-concepts 100 --seeds 0,1,2 --composition --out runs/eval
 EOF

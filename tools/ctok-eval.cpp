@@ -1,9 +1,11 @@
-// ctok-eval: the retrieval evaluation of docs/method.md §5 on a DeepFashion2-layout split,
-// every method in one resumable run (docs/results.md).
+// ctok-eval: the evaluations of docs/method.md §5, every method in one resumable run
+// (docs/results.md): retrieval (MRR, Recall@K) on a DeepFashion2-layout split, and the
+// hidden-category classification on FashionWorld.
 //
 //   ctok-eval --df2 data/fashionworld --split validation --task retrieve
 //             --methods text,caption,image-mean,inv,cls,inv+cls,inv+cls+sub --shots 3
 //             --max-concepts 100 --seeds 0,1,2 --out runs/eval/
+//   ctok-eval --df2 data/fashionworld --task classify --shots 5 --seeds 0,1,2 --out runs/classify/
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
@@ -31,19 +33,64 @@ struct Options {
   tool::CommonOptions common;
   eval::EvalOptions eval;
   std::string task = "retrieve";
-  std::string methods = join(eval::EvalOptions{}.methods);
-  std::string seeds = "0";
-  std::optional<int> steps;
+  std::optional<std::string> methods, seeds, hidden;
+  std::optional<int> steps, shots, negatives;
+  int64_t max_identity = eval::ClassifyOptions{}.max_identity;
   bool no_verify = false;
 };
 
-int run(Options& o) {
-  if (o.task != "retrieve") {
-    throw bad_input("unknown task \"" + o.task + "\"").key("task").expected("retrieve (classify: not in this build yet)");
+model::Bundle load_bundle(const Options& o, bool diffusion) {
+  model::BundleOptions bo;
+  bo.dir = o.common.bundle_dir();
+  bo.device = model::parse_device(o.common.device);
+  model::check_device(bo.device);
+  bo.verify_sha256 = !o.no_verify;
+  bo.load_image = true;
+  bo.load_diffusion = diffusion;
+  return model::Bundle::load(bo);
+}
+
+int classify(Options& o) {
+  eval::ClassifyOptions c;
+  c.df2 = o.eval.df2;
+  c.split = o.eval.split;
+  if (o.methods) c.methods = eval::parse_names(*o.methods, eval::classify_methods(), "methods");
+  if (o.seeds) c.seeds = eval::parse_seeds(*o.seeds);
+  if (o.hidden) c.hidden = eval::parse_names(*o.hidden, {}, "hidden");
+  if (o.shots) c.shots = *o.shots;
+  if (o.negatives) c.negatives = *o.negatives;
+  c.max_identity = o.max_identity;
+  if (!o.common.config.empty()) c.learn = token::read_learn_config(o.common.config);
+  if (o.steps) c.learn.steps = *o.steps;
+  c.out = o.eval.out;
+  c.cache_dir = o.eval.cache_dir;
+  c.threads = o.common.threads;
+  c.progress = o.common.verbosity() >= 0;
+  token::validate(c.learn);
+  bool inversion = false;
+  for (const auto& m : c.methods) {
+    inversion = inversion || (eval::is_learned(m) && eval::method_config(m, c.learn).lambda_inv > 0);
   }
+  model::Bundle bundle = load_bundle(o, inversion);
+  c.stop = tool::catch_sigint();
+  const eval::EvalSummary s = eval::run_classification(bundle, c);
+  tool::release_sigint();
+  if (s.interrupted) {
+    std::fprintf(stderr, "interrupted while learning; run the same command to resume\n");
+    return 130;
+  }
+  spdlog::info("{} units ({} resumed) in {:.1f} s; table in {}/table.md", s.units_done, s.units_resumed, s.seconds, c.out);
+  return 0;
+}
+
+int run(Options& o) {
+  if (o.task == "classify") return classify(o);
+  if (o.task != "retrieve") throw bad_input("unknown task \"" + o.task + "\"").key("task").expected("retrieve or classify");
   eval::EvalOptions& e = o.eval;
-  e.methods = eval::parse_methods(o.methods);
-  e.seeds = eval::parse_seeds(o.seeds);
+  if (o.methods) e.methods = eval::parse_methods(*o.methods);
+  if (o.seeds) e.seeds = eval::parse_seeds(*o.seeds);
+  if (o.shots) e.shots = *o.shots;
+  if (o.negatives) e.negatives = *o.negatives;
   if (!o.common.config.empty()) e.learn = token::read_learn_config(o.common.config);
   if (o.steps) e.learn.steps = *o.steps;
   if (o.common.seed) e.subset_seed = *o.common.seed;
@@ -57,14 +104,7 @@ int run(Options& o) {
     learned = true;
     inversion = inversion || eval::method_config(m, e.learn).lambda_inv > 0;
   }
-  model::BundleOptions bo;
-  bo.dir = o.common.bundle_dir();
-  bo.device = model::parse_device(o.common.device);
-  model::check_device(bo.device);
-  bo.verify_sha256 = !o.no_verify;
-  bo.load_image = true;
-  bo.load_diffusion = learned && inversion;
-  model::Bundle bundle = model::Bundle::load(bo);
+  model::Bundle bundle = load_bundle(o, learned && inversion);
 
   e.stop = tool::catch_sigint();
   const eval::EvalSummary s = eval::run_retrieval(bundle, e);
@@ -90,18 +130,26 @@ int main(int argc, char** argv) {
     tool::add_common_options(app, o.common);
     app.add_option("--df2", e.df2, "DeepFashion2-layout root (annos/ and image/ per split)")->required()->type_name("ROOT");
     app.add_option("--split", e.split, "split to evaluate")->capture_default_str();
-    app.add_option("--task", o.task, "retrieve")->capture_default_str();
-    app.add_option("--methods", o.methods, "comma-separated methods")->capture_default_str();
-    app.add_option("--shots", e.shots, "support-set size k (user crops per concept)")->capture_default_str();
+    app.add_option("--task", o.task, "retrieve (MRR over the split's shop gallery) | classify (hidden categories, FashionWorld)")
+        ->capture_default_str();
+    app.add_option("--methods", o.methods, "comma-separated methods (retrieve: " + join(eval::EvalOptions{}.methods) +
+                                               "; classify: " + join(eval::classify_methods()) + ")");
+    app.add_option("--shots", o.shots, "support-set size k (retrieve: user crops per concept, default " +
+                                           std::to_string(eval::EvalOptions{}.shots) + "; classify: train identities, default " +
+                                           std::to_string(eval::ClassifyOptions{}.shots) + ")");
+    app.add_option("--hidden", o.hidden, "classify: hidden categories (default: world.json's)");
+    app.add_option("--max-identity", o.max_identity, "classify: train identities the support may use (0: all; the rest "
+                                                     "is the tuning set)")->capture_default_str();
     app.add_option("--max-concepts", e.max_concepts, "seeded subset of the eligible concepts (0: all; subset seed --seed)")
         ->capture_default_str();
-    app.add_option("--seeds", o.seeds, "comma-separated run seeds (support set and learning)")->capture_default_str();
+    app.add_option("--seeds", o.seeds, "comma-separated run seeds (support set and learning; retrieve default 0, classify 0,1,2)");
     app.add_option("--out", e.out, "output folder (resumed when it holds a run of the same settings)")
         ->required()->type_name("DIR");
     app.add_option("--cache-dir", e.cache_dir, "where the gallery store lives (default: OUT/gallery)")->type_name("DIR");
     app.add_flag("--composition", e.composition, "also the colour-swap queries (FashionWorld)");
-    app.add_option("--negatives", e.negatives, "negative crops per concept for the classification loss")
-        ->capture_default_str();
+    app.add_option("--negatives", o.negatives, "negative crops per token for the classification loss (retrieve default " +
+                                                   std::to_string(eval::EvalOptions{}.negatives) + ", classify " +
+                                                   std::to_string(eval::ClassifyOptions{}.negatives) + ")");
     app.add_option("--steps", o.steps, "learning steps (overrides --config; default " +
                                            std::to_string(token::LearnConfig{}.steps) + ")");
     app.add_option("--bootstrap", e.bootstrap_resamples, "bootstrap resamples of the intervals")->capture_default_str();

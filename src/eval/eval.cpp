@@ -4,6 +4,8 @@
 // caption queries (per prompt), the support features (per concept and seed).
 #include "ctok/eval/eval.hpp"
 
+#include "ctok/token/attributes.hpp"
+
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -60,21 +62,27 @@ double seconds_since(Clock::time_point t) { return std::chrono::duration<double>
 
 }  // namespace
 
-std::vector<std::string> parse_methods(const std::string& list) {
+std::vector<std::string> parse_names(const std::string& list, const std::vector<std::string>& known,
+                                     const std::string& key) {
   std::vector<std::string> out;
+  const std::string what = key == "methods" ? "method" : "name";
   for (const auto& m : split_list(list)) {
-    const auto& known = known_methods();
-    if (std::find(known.begin(), known.end(), m) == known.end()) {
-      throw bad_input("unknown method \"" + m + "\"").key("methods").expected("a comma-separated list of " + join(known))
+    if (m.empty()) throw bad_input("empty " + what + " in the list").key(key).found(list);
+    if (!known.empty() && std::find(known.begin(), known.end(), m) == known.end()) {
+      throw bad_input("unknown " + what + " \"" + m + "\"").key(key).expected("a comma-separated list of " + join(known))
           .found(list);
     }
     if (std::find(out.begin(), out.end(), m) != out.end())
-      throw bad_input("method \"" + m + "\" given twice").key("methods").found(list);
+      throw bad_input(what + " \"" + m + "\" given twice").key(key).found(list);
     out.push_back(m);
   }
-  if (out.empty()) throw bad_input("no method given").key("methods").expected("a comma-separated list of " + join(known_methods()));
+  if (out.empty()) {
+    throw bad_input("no " + what + " given").key(key).expected(known.empty() ? "a comma-separated list" : "a comma-separated list of " + join(known));
+  }
   return out;
 }
+
+std::vector<std::string> parse_methods(const std::string& list) { return parse_names(list, known_methods(), "methods"); }
 
 std::vector<uint64_t> parse_seeds(const std::string& list) {
   std::vector<uint64_t> out;
@@ -340,6 +348,15 @@ UnitRecord Evaluation::evaluate_unit(const data::Concept& c, uint64_t seed, bool
     }
     token::ConceptRequestOptions ro;
     ro.config = method_config(m, o_.learn);
+    // The attribute subspace of a category without its own attribute file (FashionWorld's
+    // pullover, coat, ...) comes from its parent's (top): the same attribute words.
+    if (ro.config.subspace == "auto" && !c.parent.empty() && c.parent != w) {
+      const std::set<std::string> have = [] {
+        const auto v = token::list_attribute_parents();
+        return std::set<std::string>(v.begin(), v.end());
+      }();
+      if (!have.count(w) && have.count(c.parent)) ro.config.subspace = token::find_attribute_file(c.parent);
+    }
     ro.config.seed = seed;
     ro.seed = seed;
     ro.shots = o_.shots;

@@ -127,4 +127,34 @@ json.dump(g, open(sys.argv[1], "w"))
 EOF
 expect 2 "gallery store of another bundle" "0000000000" -- "$EVAL" "${COMMON[@]}" --methods text,caption,image-mean,inv \
   --max-concepts 2 --seeds 0,1 --composition --out "$T/run" -q
+# --- the hidden-category classification (--task classify) on a small world with a train split
+PYTHONPATH=$SRC/scripts/python $PY -m ctok_py.fashionworld --out "$T/fwc" --train-ids 80 --val-ids 6 --seed 0 \
+  >/dev/null 2>&1 || fail "generate a small FashionWorld with a train split"
+CL=(--bundle "$BUNDLE" --df2 "$T/fwc" --task classify --shots 2 --negatives 3 --threads 1 --steps 2)
+expect 0 "classify: every method, 2 seeds" "" -- "$EVAL" "${CL[@]}" -q --seeds 0,1 --out "$T/cls"
+if $PY - "$T/cls" <<'EOF'
+import json, os, sys
+d = sys.argv[1]
+m = json.load(open(os.path.join(d, "metrics.json")))
+assert set(m["categories"]) == {"sneaker", "shirt"}, m["categories"].keys()
+for cat, methods in m["categories"].items():
+    assert set(methods) == {"parent", "word", "inv", "cls", "inv+cls", "inv+cls+sub"}, list(methods)
+    for name, x in methods.items():
+        assert len(x["accuracy"]) == 2 and all(0 <= a <= 1 for a in x["accuracy"]), (cat, name, x)
+    assert methods["parent"]["accuracy"][0] == methods["parent"]["accuracy"][1]  # no token: seed-free
+assert m["learning"]["tokens"] == 16, m["learning"]
+assert len(os.listdir(os.path.join(d, "tokens"))) == 16 and len(os.listdir(os.path.join(d, "units"))) == 4
+t = open(os.path.join(d, "table.md")).read()
+assert "## sneaker" in t and "| inv+cls+sub |" in t and "Learning: 16 tokens" in t
+EOF
+then pass "classify: metrics, tokens, units, table"; else fail "classify: metrics, tokens, units, table"; fi
+rm "$T"/cls/units/shirt-seed1.json
+expect 0 "classify resumes (only the removed unit is redone, no token relearned)" "3 resumed" -- \
+  "$EVAL" "${CL[@]}" --seeds 0,1 --out "$T/cls"
+grep -q "learning " "$T/err" && fail "classify resume relearned tokens" || pass "classify resume learns nothing"
+expect 2 "classify: a retrieval method" "parent, word" -- "$EVAL" "${CL[@]}" --methods text --out "$T/bad"
+expect 2 "classify: too many shots" "too few identities" -- "$EVAL" "${CL[@]}" --shots 500 --out "$T/bad"
+expect 2 "classify: no world.json" "world.json" -- "$EVAL" --bundle "$BUNDLE" --df2 "$T/noimg" --task classify --out "$T/bad2"
+[ -e "$T/bad/run.json" ] && fail "a refused classify run wrote run.json" || pass "a refused classify run writes nothing"
+expect 2 "classify: unknown hidden category" "not a category" -- "$EVAL" "${CL[@]}" --hidden sneaker,robot --out "$T/bad3"
 finish

@@ -33,6 +33,10 @@ namespace ctok::eval {
 const std::vector<std::string>& known_methods();
 // "a,b,c" -> the methods; bad_input listing the known ones for an unknown or repeated name.
 std::vector<std::string> parse_methods(const std::string& list);
+// "a,b" -> the names, each one of `known` (any, when empty); bad_input (key `key`) for an
+// unknown, empty or repeated name, listing the known ones.
+std::vector<std::string> parse_names(const std::string& list, const std::vector<std::string>& known,
+                                     const std::string& key);
 // "0,1,2" -> seeds; bad_input on anything else.
 std::vector<uint64_t> parse_seeds(const std::string& list);
 bool is_learned(const std::string& method);  // inv, cls, inv+cls, inv+cls+sub
@@ -75,6 +79,42 @@ struct EvalSummary {
 // composition queries on data without colour keys, a gallery store of another bundle, an
 // output folder holding a run with other settings.
 EvalSummary run_retrieval(model::Bundle& bundle, const EvalOptions& options);
+
+// --- the hidden-category classification (docs/method.md §5, FashionWorld) -------------
+//
+// For each hidden category h of world.json (parent p) and seed: `shots` user crops of h
+// from distinct train identities (pair_id <= max_identity; the identities above are the
+// tuning set) and `negatives` user crops of p's other categories (labelled with their
+// words); one token per learned method (all of them, every unit, learned as one cohort);
+// then zero-shot classification of every style > 0 validation item of every category but
+// the other hidden ones, prompts "a photo of a {category}", h's prompt replaced by
+// "a photo of a <t> {p}" (methods parent and word: the parent word, h's own word).
+// Output folder: run.json, tokens/, units/<h>-seed<s>.json (resumable), features/ (the
+// validation features, a gallery store), metrics.json, table.md.
+
+// parent, word, inv, cls, inv+cls, inv+cls+sub.
+const std::vector<std::string>& classify_methods();
+
+struct ClassifyOptions {
+  std::string df2;                         // FashionWorld root (world.json, train and validation)
+  std::string train_split = "train";       // support and negatives
+  std::string split = "validation";        // classified
+  std::vector<std::string> methods = classify_methods();
+  std::vector<std::string> hidden;         // "" : world.json's hidden categories
+  int shots = 5;
+  int negatives = 16;
+  int64_t max_identity = 5000;             // train identities the selection may draw (0: all)
+  std::vector<uint64_t> seeds = {0, 1, 2};
+  token::LearnConfig learn;
+  std::string out, cache_dir;
+  int threads = 0;
+  bool progress = true;
+  const std::atomic<bool>* stop = nullptr;
+};
+
+// bad_input: no world.json, an unknown method (the known ones listed), too few identities
+// for --shots, an output folder holding a run with other settings.
+EvalSummary run_classification(model::Bundle& bundle, const ClassifyOptions& options);
 
 // --- tables from the records (no model needed; unit-tested) -----------------------------
 
