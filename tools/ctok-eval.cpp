@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <optional>
 
+#include "common/bundle.hpp"
 #include "common/stop.hpp"
 #include "common/tool.hpp"
 #include "ctok/eval/eval.hpp"
@@ -39,17 +40,6 @@ struct Options {
   bool no_verify = false;
 };
 
-model::Bundle load_bundle(const Options& o, bool diffusion) {
-  model::BundleOptions bo;
-  bo.dir = o.common.bundle_dir();
-  bo.device = model::parse_device(o.common.device);
-  model::check_device(bo.device);
-  bo.verify_sha256 = !o.no_verify;
-  bo.load_image = true;
-  bo.load_diffusion = diffusion;
-  return model::Bundle::load(bo);
-}
-
 int classify(Options& o) {
   eval::ClassifyOptions c;
   c.df2 = o.eval.df2;
@@ -71,7 +61,7 @@ int classify(Options& o) {
   for (const auto& m : c.methods) {
     inversion = inversion || (eval::is_learned(m) && eval::method_config(m, c.learn).lambda_inv > 0);
   }
-  model::Bundle bundle = load_bundle(o, inversion);
+  model::Bundle bundle = tool::load_bundle(o.common, !o.no_verify, inversion);
   c.stop = tool::catch_sigint();
   const eval::EvalSummary s = eval::run_classification(bundle, c);
   tool::release_sigint();
@@ -104,7 +94,7 @@ int run(Options& o) {
     learned = true;
     inversion = inversion || eval::method_config(m, e.learn).lambda_inv > 0;
   }
-  model::Bundle bundle = load_bundle(o, learned && inversion);
+  model::Bundle bundle = tool::load_bundle(o.common, !o.no_verify, learned && inversion);
 
   e.stop = tool::catch_sigint();
   const eval::EvalSummary s = eval::run_retrieval(bundle, e);

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "common/bundle.hpp"
 #include "common/tool.hpp"
 #include "ctok/model/bundle.hpp"
 #include "ctok/retrieval/catalogue.hpp"
@@ -150,13 +151,7 @@ int main(int argc, char** argv) {
       const retrieval::CatalogueList cat = !images.empty() ? retrieval::catalogue_from_folder(images)
                                            : !list.empty() ? retrieval::catalogue_from_list(list)
                                                            : retrieval::catalogue_from_df2(df2, split);
-      model::BundleOptions mo;
-      mo.dir = common.bundle_dir();
-      mo.device = model::parse_device(common.device);
-      model::check_device(mo.device);
-      mo.verify_sha256 = !no_verify;
-      mo.load_image = true;
-      const model::Bundle bundle = model::Bundle::load(mo);
+      const model::Bundle bundle = tool::load_bundle(common, !no_verify);
       bo.dir = out;
       bo.skip_bad = !fail_bad;
       bo.show_progress = progress;

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdio>
 
+#include "common/bundle.hpp"
 #include "common/tool.hpp"
 #include "ctok/model/bundle.hpp"
 #include "ctok/model/render.hpp"
@@ -70,13 +71,7 @@ int main(int argc, char** argv) {
     }
 
     const auto t0 = std::chrono::steady_clock::now();
-    model::BundleOptions mo;
-    mo.dir = common.bundle_dir();
-    mo.device = model::parse_device(common.device);
-    model::check_device(mo.device);
-    mo.verify_sha256 = !no_verify;
-    mo.load_image = true;
-    model::Bundle bundle = model::Bundle::load(mo);
+    model::Bundle bundle = tool::load_bundle(common, !no_verify);
     const model::LoadedTokens tokens = token_files.empty() ? model::LoadedTokens{} : model::load_tokens(token_files, bundle);
     const retrieval::Catalogue cat = retrieval::Catalogue::open(gallery, bundle, exact);
     const double t_load = since(t0);

@@ -1,5 +1,7 @@
 #include "ctok/core/log.hpp"
 
+#include <ctime>
+
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -36,5 +38,14 @@ void init_logging(int verbosity) {
 int log_verbosity() { return g_verbosity; }
 
 bool log_quiet() { return !spdlog::default_logger_raw()->should_log(spdlog::level::info); }
+
+std::string utc_timestamp() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
 
 }  // namespace ctok

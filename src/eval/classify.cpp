@@ -67,31 +67,6 @@ std::vector<Category> world_categories(const std::string& root) {
   return out;
 }
 
-// Style > 0 items of a split as crops (with category, parent, source).
-std::vector<data::Crop> crops_of(const data::Split& split) {
-  std::vector<data::Crop> out;
-  for (const auto& a : split.annotations) {
-    for (const auto& it : a.items) {
-      if (it.style <= 0) continue;
-      data::Crop c;
-      c.image_path = a.image_path;
-      c.box = it.box;
-      c.stem = a.stem;
-      c.item = it.name;
-      c.source = a.source;
-      c.pair_id = a.pair_id;
-      c.style = it.style;
-      c.category_id = it.category_id;
-      c.category_name = it.category_name;
-      c.parent = it.parent;
-      c.color = it.color;
-      c.pattern = it.pattern;
-      out.push_back(std::move(c));
-    }
-  }
-  return out;
-}
-
 // k distinct indices of [0, n) with the generator (partial Fisher-Yates).
 std::vector<std::size_t> draw(std::size_t n, std::size_t k, data::SplitMix64& g) {
   std::vector<std::size_t> idx(n);
@@ -176,9 +151,9 @@ EvalSummary run_classification(model::Bundle& bundle, const ClassifyOptions& o) 
   data::SplitOptions so;
   so.threads = o.threads;
   const data::Split train = data::read_split(o.df2, o.train_split, so);
-  const std::vector<data::Crop> train_crops = crops_of(train);
+  const std::vector<data::Crop> train_crops = data::list_items(train);
   const data::Split val = data::read_split(o.df2, o.split, so);
-  const std::vector<data::Crop> val_crops = crops_of(val);
+  const std::vector<data::Crop> val_crops = data::list_items(val);
 
   const std::vector<std::string> learned = [&] {
     std::vector<std::string> v;

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "ctok/core/error.hpp"
+#include "ctok/core/log.hpp"
 #include "ctok/core/fs.hpp"
 #include "ctok/core/version.hpp"
 #include "ctok/gair/report.hpp"
@@ -23,15 +24,6 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr int kTile = 128;  // px of every tile in the report
-
-std::string utc_now() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
 
 std::string fixed(double v, int digits) {
   char buf[64];
@@ -129,7 +121,7 @@ nlohmann::json results_json(const GairRun& run) {
                   {"score", run.seconds.score},         {"retrieval", run.seconds.retrieval},
                   {"total", run.seconds.total}};
   j["ctok_version"] = version_string();
-  j["created"] = utc_now();
+  j["created"] = utc_timestamp();
   return j;
 }
 

@@ -15,6 +15,7 @@
 #include <set>
 
 #include "ctok/core/error.hpp"
+#include "ctok/core/log.hpp"
 #include "ctok/core/fs.hpp"
 #include "ctok/core/json.hpp"
 #include "ctok/core/sha256.hpp"
@@ -227,15 +228,6 @@ RenderResult render(Bundle& bundle, const TokenVectors& tokens, const RenderOpti
 
 namespace {
 
-std::string utc_now() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
 nlohmann::json sha_or_null(const Manifest& m, const std::string& file) {
   if (file.empty()) return nullptr;
   auto it = m.sha256.find(file);
@@ -251,7 +243,7 @@ nlohmann::json render_record(const Bundle& bundle, const RenderOptions& o, const
   json j;
   j["format"] = "ctok-render/1";
   j["ctok_version"] = version_string();
-  j["created"] = utc_now();
+  j["created"] = utc_timestamp();
   j["png"] = fs::path(png_path).filename().string();
   j["prompts"] = o.prompts;
   j["negative"] = o.negative;

@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "ctok/core/error.hpp"
+#include "ctok/core/log.hpp"
 #include "ctok/core/fs.hpp"
 #include "ctok/core/html.hpp"
 #include "ctok/core/version.hpp"
@@ -27,15 +28,6 @@ namespace {
 std::string fixed(double v, int digits) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.*f", digits, v);
-  return buf;
-}
-
-std::string utc_now() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
   return buf;
 }
 
@@ -238,7 +230,7 @@ Json write_search_report(const Catalogue& cat, const std::vector<CatalogueQuery>
       qs.push_back(jq);
     }
     Json results = {{"gallery", where}, {"top", k}, {"queries", qs}, {"root", root},
-                    {"ctok_version", version_string()}, {"created", utc_now()}};
+                    {"ctok_version", version_string()}, {"created", utc_timestamp()}};
     for (auto it = o.extra.begin(); it != o.extra.end(); ++it) results[it.key()] = it.value();
     h << "<h2>Provenance</h2>\n<pre>"
       << html_escape(Json({{"gallery", results["gallery"]}, {"tokens", results.value("tokens", Json::array())},

@@ -39,3 +39,20 @@ finish() {
   echo "$fails failure(s)"
   [ "$fails" = 0 ]
 }
+
+# pick_concept ANNOS: "PAIR STYLE PARENT" of the first concept (by pair_id, style) with 2+
+# user crops in a FashionWorld annos/ folder (what the tests learn a 2-shot token of).
+pick_concept() {
+  /usr/bin/python3 - "$1" <<'PY'
+import collections, json, os, sys
+d = sys.argv[1]; users = collections.Counter(); parent = {}
+for name in sorted(os.listdir(d)):
+    a = json.load(open(os.path.join(d, name)))
+    for k, it in a.items():
+        if k.startswith("item") and it.get("style", 0) > 0:
+            parent[(a["pair_id"], it["style"])] = it["parent"]
+            if a["source"] == "user": users[(a["pair_id"], it["style"])] += 1
+p, s = min(k for k, n in users.items() if n >= 2)
+print(p, s, parent[(p, s)])
+PY
+}

@@ -116,19 +116,7 @@ grep -q 'src="/' "$T/r-ivf/index.html" && fail "absolute image paths in the shee
 
 # A composite query with a learned token, over a DeepFashion2-layout split (boxes, keys).
 expect 0 "build --df2" "" -- "$INDEX" "${C[@]}" build --df2 "$T/fw" --split validation --out "$T/df2store"
-read -r PAIR STYLE PARENT < <($PY - "$T/fw/validation/annos" <<'PY'
-import collections, json, os, sys
-d = sys.argv[1]; users = collections.Counter(); parent = {}
-for name in sorted(os.listdir(d)):
-    a = json.load(open(os.path.join(d, name)))
-    for k, it in a.items():
-        if k.startswith("item") and it.get("style", 0) > 0:
-            parent[(a["pair_id"], it["style"])] = it["parent"]
-            if a["source"] == "user": users[(a["pair_id"], it["style"])] += 1
-p, s = min(k for k, n in users.items() if n >= 2)
-print(p, s, parent[(p, s)])
-PY
-)
+read -r PAIR STYLE PARENT < <(pick_concept "$T/fw/validation/annos")
 expect 0 "learn a token (2 steps)" "" -- "$LEARN" "${C[@]}" --df2 "$T/fw" --split validation --pair-id "$PAIR" \
   --style "$STYLE" --shots 2 --parent "$PARENT" --token "<c>" --steps 2 --batch 2 --generated-negatives 2 --out "$T/tok.safetensors"
 printf 'a photo of a <c> %s\n# a comment\n\na photo of a <c> %s in blue\n' "$PARENT" "$PARENT" > "$T/queries.txt"

@@ -29,19 +29,7 @@ expect 0 "a store" "" -- "$BIN/ctok-index" "${C[@]}" build --df2 "$T/fw" --split
 IMG=$(ls "$T"/fw/validation/image/*.jpg | head -1)
 expect 0 "a search report" "" -- "$BIN/ctok-search" "${C[@]}" --gallery "$T/store" --query "a photo of a shirt" \
   --image "$IMG" --top 6 --out "$T/search"
-read -r PAIR STYLE PARENT < <($PY - "$T/fw/validation/annos" <<'EOF'
-import collections, json, os, sys
-d = sys.argv[1]; users = collections.Counter(); parent = {}
-for name in sorted(os.listdir(d)):
-    a = json.load(open(os.path.join(d, name)))
-    for k, it in a.items():
-        if k.startswith("item") and it.get("style", 0) > 0:
-            parent[(a["pair_id"], it["style"])] = it["parent"]
-            if a["source"] == "user": users[(a["pair_id"], it["style"])] += 1
-p, s = min(k for k, n in users.items() if n >= 2)
-print(p, s, parent[(p, s)])
-EOF
-)
+read -r PAIR STYLE PARENT < <(pick_concept "$T/fw/validation/annos")
 expect 0 "a token" "" -- "$BIN/ctok-learn" "${C[@]}" --df2 "$T/fw" --split validation --pair-id "$PAIR" --style "$STYLE" \
   --shots 2 --parent "$PARENT" --token "<c>" --steps 2 --batch 2 --generated-negatives 2 --out "$T/tok.safetensors"
 expect 0 "a GAIR report" "" -- "$BIN/ctok-gair" "${C[@]}" --token "$T/tok.safetensors" \
