@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <mutex>
@@ -12,9 +13,12 @@
 #include <sstream>
 #include <thread>
 
+#include <spdlog/spdlog.h>
+
 #include "ctok/core/error.hpp"
 #include "ctok/core/fs.hpp"
 #include "ctok/core/sha256.hpp"
+#include "ctok/retrieval/metrics.hpp"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -211,6 +215,9 @@ RunReport run_experiment(const Experiment& exp, const CellRunner& runner, const 
 
   std::mutex mu;
   size_t next = 0;
+  int finished = 0;
+  const int to_run = static_cast<int>(std::count_if(report.cells.begin(), report.cells.end(),
+                                                    [](const CellOutcome& o) { return o.status == "pending"; }));
   bool failed_once = false;
   const std::atomic<bool> never{false};
   const std::atomic<bool>& stop = opt.stop ? *opt.stop : never;
@@ -236,11 +243,18 @@ RunReport run_experiment(const Experiment& exp, const CellRunner& runner, const 
         std::lock_guard<std::mutex> lock(mu);
         o.metrics = m;
         o.status = "done";
+        if (opt.on_cell) opt.on_cell(o, ++finished, to_run);
+        try {
+          write_results(exp, opt.out_dir);  // the tables grow cell by cell
+        } catch (const std::exception& err) {
+          spdlog::warn("results not updated: {}", err.what());
+        }
       } catch (const std::exception& err) {
         std::lock_guard<std::mutex> lock(mu);
         o.status = "failed";
         o.error = err.what();
         failed_once = true;
+        if (opt.on_cell) opt.on_cell(o, ++finished, to_run);
       }
     }
   };
@@ -257,15 +271,10 @@ RunReport run_experiment(const Experiment& exp, const CellRunner& runner, const 
   return report;
 }
 
-void write_results(const Experiment& exp, const std::string& out_dir) {
-  std::vector<Cell> done;
-  std::vector<json> metrics;
-  for (const auto& c : expand(exp)) {
-    const std::string dir = out_dir + "/" + c.id;
-    if (!file_exists(dir + "/DONE")) continue;
-    done.push_back(c);
-    metrics.push_back(json::parse(read_text_file(dir + "/metrics.json")));
-  }
+namespace {
+
+void write_flat_results(const Experiment& exp, const std::string& out_dir, const std::vector<Cell>& done,
+                        const std::vector<json>& metrics) {
   std::vector<std::string> mkeys;
   for (const auto& m : metrics)
     for (auto it = m.begin(); it != m.end(); ++it)
@@ -323,6 +332,185 @@ void write_results(const Experiment& exp, const std::string& out_dir) {
   write_file_atomic(out_dir + "/results.json", rows.dump(2) + "\n");
   write_file_atomic(out_dir + "/results.csv", csv);
   write_file_atomic(out_dir + "/summary.md", md);
+}
+
+}  // namespace
+
+namespace {
+
+std::string cell_text(const json& x) { return x.is_string() ? x.get<std::string>() : x.dump(); }
+
+std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\n") == std::string::npos) return s;
+  std::string q = "\"";
+  for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return q + "\"";
+}
+
+std::string fixed3(const json& x) {
+  if (!x.is_number()) return "";
+  char b[32];
+  std::snprintf(b, sizeof b, "%.3f", x.get<double>());
+  return b;
+}
+
+std::string with_interval(const json& row, const std::string& key) {
+  if (!row.contains(key)) return "";
+  std::string s = fixed3(row[key]);
+  if (row.contains(key + "_lo") && row.contains(key + "_hi"))
+    s += " [" + fixed3(row[key + "_lo"]) + ", " + fixed3(row[key + "_hi"]) + "]";
+  return s;
+}
+
+// The label of a table row: its string fields but "method" (the section: query, category).
+std::string section_of(const json& row) {
+  std::string s;
+  for (auto it = row.begin(); it != row.end(); ++it)
+    if (it.value().is_string() && it.key() != "method") s += (s.empty() ? "" : " / ") + it.value().get<std::string>();
+  return s;
+}
+
+// Results of evaluation cells (metrics with "table", "seeds", "per_concept").
+void write_table_results(const Experiment& exp, const std::string& out_dir, const std::vector<Cell>& done,
+                         const std::vector<json>& metrics, size_t planned) {
+  // results.json / results.csv: one row per cell and seed (and method, query).
+  json rows = json::array();
+  std::vector<std::string> cols;
+  for (size_t i = 0; i < done.size(); ++i)
+    for (const auto& r : metrics[i].value("seeds", json::array())) {
+      json row = {{"cell", done[i].id}, {"point", done[i].point}};
+      for (auto it = r.begin(); it != r.end(); ++it) {
+        row[it.key()] = it.value();
+        if (std::find(cols.begin(), cols.end(), it.key()) == cols.end()) cols.push_back(it.key());
+      }
+      rows.push_back(row);
+    }
+  std::vector<std::string> first;  // the row's identity first, then its numbers
+  for (const char* k : {"seed", "query", "category", "method"})
+    if (std::find(cols.begin(), cols.end(), k) != cols.end()) first.push_back(k);
+  for (const auto& c : cols)
+    if (std::find(first.begin(), first.end(), c) == first.end()) first.push_back(c);
+  cols = first;
+  std::string csv = "cell";
+  for (const auto& [k, v] : exp.grid) csv += "," + csv_field(k);
+  for (const auto& c : cols) csv += "," + c;
+  csv += "\n";
+  for (const auto& row : rows) {
+    csv += row["cell"].get<std::string>();
+    for (const auto& [k, v] : exp.grid) csv += "," + csv_field(cell_text(row["point"][k]));
+    for (const auto& c : cols)
+      csv += "," + (row.contains(c) && !row[c].is_null() ? csv_field(row[c].is_number_float() ? num(row[c].get<double>()) : cell_text(row[c])) : "");
+    csv += "\n";
+  }
+
+  // summary.md: per section, every cell x method with the main metric's interval.
+  const std::string main = metrics.empty() ? "mrr" : metrics.front().value("main", "mrr");
+  std::string md = "# " + exp.name + "\n\n" + std::to_string(done.size()) + " of " + std::to_string(planned) +
+                   " cell(s) finished. " + main + " with its 95% interval (" +
+                   (main == "mrr" ? "bootstrap over concepts, seeds averaged per concept" : "t interval over seeds") +
+                   ").\n";
+  std::vector<std::string> sections;
+  for (const auto& m : metrics)
+    for (const auto& r : m["table"])
+      if (std::find(sections.begin(), sections.end(), section_of(r)) == sections.end()) sections.push_back(section_of(r));
+  const bool retrieval = main == "mrr";
+  for (const auto& sec : sections) {
+    md += "\n## " + (sec.empty() ? std::string("results") : sec) + "\n\n| cell |";
+    for (const auto& [k, v] : exp.grid) md += " " + k + " |";
+    md += retrieval ? " method | MRR [95%] | R@1 | R@10 | Δ text [95%] | s / unit |\n|---|"
+                    : " method | accuracy [95%] | hidden recall | hidden precision |\n|---|";
+    for (size_t i = 0; i < exp.grid.size() + (retrieval ? 6 : 4); ++i) md += "---|";
+    md += "\n";
+    for (size_t i = 0; i < done.size(); ++i)
+      for (const auto& r : metrics[i]["table"]) {
+        if (section_of(r) != sec) continue;
+        md += "| " + done[i].id + " |";
+        for (const auto& [k, v] : exp.grid) md += " " + cell_text(done[i].point[k]) + " |";
+        md += " " + r.value("method", "") + " | " + with_interval(r, main) + " |";
+        if (retrieval)
+          md += " " + fixed3(r.value("r1", json())) + " | " + fixed3(r.value("r10", json())) + " | " +
+                with_interval(r, "delta_text") + " | " + fixed3(r.value("seconds_per_unit", json())) + " |\n";
+        else
+          md += " " + fixed3(r.value("hidden_recall", json())) + " | " + fixed3(r.value("hidden_precision", json())) + " |\n";
+      }
+  }
+
+  // Paired deltas: each cell against the one that differs only in key k, at k's first value.
+  json deltas = json::array();
+  for (const auto& [k, values] : exp.grid) {
+    if (values.size() < 2) continue;
+    std::string part;
+    int identical = 0;
+    for (size_t i = 0; i < done.size(); ++i) {
+      if (done[i].point[k] == values.front()) continue;
+      json ref_point = done[i].point;
+      ref_point[k] = values.front();
+      size_t j = done.size();
+      for (size_t c = 0; c < done.size(); ++c)
+        if (done[c].point == ref_point) j = c;
+      if (j == done.size()) continue;
+      const json& a = metrics[i]["per_concept"];
+      const json& b = metrics[j]["per_concept"];
+      for (auto it = a.begin(); it != a.end(); ++it) {
+        if (!b.contains(it.key())) continue;
+        std::vector<double> va, vb;
+        for (auto u = it.value().begin(); u != it.value().end(); ++u)
+          if (b[it.key()].contains(u.key()) && u.value().is_number() && b[it.key()][u.key()].is_number()) {
+            va.push_back(u.value().get<double>());
+            vb.push_back(b[it.key()][u.key()].get<double>());
+          }
+        if (va.empty()) continue;
+        if (va == vb) {  // the key does not touch this method (e.g. the text baseline)
+          ++identical;
+          continue;
+        }
+        retrieval::BootstrapOptions bo;
+        const retrieval::Interval d = retrieval::paired_bootstrap(va, vb, bo);
+        const bool clear = d.lo > 0 || d.hi < 0;
+        deltas.push_back({{"key", k}, {"value", done[i].point[k]}, {"reference", values.front()}, {"cell", done[i].id},
+                          {"reference_cell", done[j].id}, {"point", done[i].point}, {"label", it.key()},
+                          {"metric", main}, {"mean", d.mean}, {"lo", d.lo}, {"hi", d.hi}, {"units", va.size()}});
+        part += "| " + done[i].id + " | " + cell_text(done[i].point[k]) + " | " + it.key() + " | " + fixed3(d.mean) +
+                " [" + fixed3(d.lo) + ", " + fixed3(d.hi) + "]" + (clear ? " *" : "") + " | " + std::to_string(va.size()) +
+                " |\n";
+      }
+    }
+    if (part.empty()) continue;
+    md += "\n## paired deltas over " + k + " (against " + k + " = " + cell_text(values.front()) + ", same other keys)\n\n" +
+          "Δ " + main + " = cell − reference over the " + (retrieval ? "concepts" : "seeds") +
+          " both have; 95% paired bootstrap; * the interval excludes 0.\n\n| cell | " + k +
+          " | query / method | Δ " + main + " [95%] | units |\n|---|---|---|---|---|\n" + part;
+    if (identical > 0)
+      md += "\n" + std::to_string(identical) + " (cell, method) pair(s) left out: the same values in both cells (" + k +
+            " does not touch that method).\n";
+  }
+  std::string failed;
+  for (const auto& c : expand(exp))
+    if (!file_exists(out_dir + "/" + c.id + "/DONE")) failed += "- " + c.id + " " + c.point.dump() + "\n";
+  if (!failed.empty()) md += "\n## not finished\n\n" + failed;
+  write_file_atomic(out_dir + "/results.json", rows.dump(2) + "\n");
+  write_file_atomic(out_dir + "/deltas.json", deltas.dump(2) + "\n");
+  write_file_atomic(out_dir + "/results.csv", csv);
+  write_file_atomic(out_dir + "/summary.md", md);
+}
+
+}  // namespace
+
+void write_results(const Experiment& exp, const std::string& out_dir) {
+  std::vector<Cell> done;
+  std::vector<json> metrics;
+  const std::vector<Cell> all = expand(exp);
+  for (const auto& c : all) {
+    const std::string dir = out_dir + "/" + c.id;
+    if (!file_exists(dir + "/DONE")) continue;
+    done.push_back(c);
+    metrics.push_back(json::parse(read_text_file(dir + "/metrics.json")));
+  }
+  const bool tables = !metrics.empty() && std::all_of(metrics.begin(), metrics.end(), [](const json& m) {
+    return m.contains("table") && m["table"].is_array();
+  });
+  if (tables) write_table_results(exp, out_dir, done, metrics, all.size());
+  else write_flat_results(exp, out_dir, done, metrics);
 }
 
 Experiment collect(const std::string& out_dir) {

@@ -1,9 +1,13 @@
 // Gallery store: build (sharded, atomic, resumable), open (checked), exact search.
 #include "ctok/retrieval/gallery_store.hpp"
 
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -23,6 +27,31 @@ namespace fs = std::filesystem;
 namespace ctok::retrieval {
 using Json = nlohmann::json;
 namespace {
+
+// An exclusive flock on <dir>/.lock while a store is built: two builders of one store (the
+// cells of a ctok-batch run sharing a cache, shards on one machine) take turns; the second
+// finds the store complete. Released on close, also when the process dies.
+class BuildLock {
+ public:
+  explicit BuildLock(const std::string& dir) {
+    const std::string path = (fs::path(dir) / ".lock").string();
+    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0) return;  // read-only folder: building fails later with a clear message
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      spdlog::info("{}: another process is building this gallery store; waiting for it", dir);
+      while (::flock(fd_, LOCK_EX) != 0 && errno == EINTR) {
+      }
+    }
+  }
+  ~BuildLock() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  BuildLock(const BuildLock&) = delete;
+  BuildLock& operator=(const BuildLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
 
 constexpr const char* kInfoFile = "gallery.json";
 constexpr const char* kItemsFile = "items.jsonl";
@@ -167,6 +196,7 @@ GalleryInfo build_gallery_store(const model::Bundle& bundle, const std::vector<G
   if (o.dir.empty()) throw bad_input("gallery store folder not given").key("dir");
   if (o.shard_size < 1) throw bad_input("shard size must be positive").key("shard_size").found(std::to_string(o.shard_size));
   fs::create_directories(o.dir);
+  const BuildLock lock(o.dir);
   GalleryInfo g;
   g.dir = o.dir;
   g.bundle_name = bundle.name();

@@ -31,6 +31,29 @@ std::vector<std::string> AttributeSet::subspace_words() const {
   return out;
 }
 
+std::vector<std::string> AttributeSet::subspace_words(int max_words) const {
+  std::vector<std::string> all = subspace_words();
+  if (max_words <= 0 || static_cast<int>(all.size()) <= max_words) return all;
+  std::vector<std::string> out = {parent};
+  const std::vector<const std::vector<std::string>*> lists = {&colours, &patterns, &materials, &shapes, &siblings};
+  std::vector<size_t> at(lists.size(), 0);
+  bool more = true;
+  while (static_cast<int>(out.size()) < max_words && more) {
+    more = false;
+    for (size_t l = 0; l < lists.size() && static_cast<int>(out.size()) < max_words; ++l) {
+      while (at[l] < lists[l]->size()) {
+        const std::string& w = (*lists[l])[at[l]++];
+        if (std::find(out.begin(), out.end(), w) == out.end()) {
+          out.push_back(w);
+          break;
+        }
+      }
+      more = more || at[l] < lists[l]->size();
+    }
+  }
+  return out;
+}
+
 AttributeSet read_attribute_file(const std::string& path) {
   const auto j = json::parse_file(path);
   json::check_keys(j, {"parent", "description", "colours", "patterns", "materials", "shapes", "siblings"}, path);

@@ -37,6 +37,7 @@ void visit_fields(Config& c, F&& f) {
   f("subspace", c.subspace);
   f("subspace_words", c.subspace_words);
   f("subspace_tolerance", c.subspace_tolerance);
+  f("subspace_max_words", c.subspace_max_words);
   f("templates", c.templates);
   f("negative_prompts", c.negative_prompts);
   f("sibling_negatives", c.sibling_negatives);
@@ -141,6 +142,8 @@ void validate(const LearnConfig& c) {
               c.subspace_words);
   check_range(finite(c.subspace_tolerance) && c.subspace_tolerance > 0 && c.subspace_tolerance < 1,
               "subspace_tolerance", "in (0, 1)", c.subspace_tolerance);
+  check_range(c.subspace_max_words == 0 || c.subspace_max_words >= 2, "subspace_max_words",
+              "0 (every word) or >= 2", c.subspace_max_words);
   check_range(!c.templates.empty(), "templates", "at least one template", std::string("[]"));
   for (const auto& t : c.templates) {
     std::vector<std::string> names;

@@ -124,7 +124,7 @@ void Learner::Impl::setup() {
     SubspaceOptions so;
     so.drop_unknown = cfg.subspace_words == "known";
     so.tolerance = cfg.subspace_tolerance;
-    subspace = build_subspace(bundle, attributes->subspace_words(), so);
+    subspace = build_subspace(bundle, attributes->subspace_words(cfg.subspace_max_words), so);
     if (!subspace->dropped.empty()) {
       std::string d;
       for (const auto& w : subspace->dropped) d += (d.empty() ? "" : ", ") + w;
@@ -460,6 +460,27 @@ torch::Tensor Learner::parameter() const { return impl_->param.detach().to(torch
 
 const std::vector<StepLosses>& Learner::recent_losses() const { return impl_->recent; }
 
+nlohmann::json Learner::loss_curve(int max_points) const {
+  const std::vector<float>& c = impl_->curve;
+  const int64_t n = static_cast<int64_t>(c.size() / 4);
+  const int64_t every = std::max<int64_t>(1, (n + std::max(1, max_points) - 1) / std::max(1, max_points));
+  nlohmann::json j = {{"every", every}, {"step", nlohmann::json::array()}};
+  const char* names[4] = {"total", "inversion", "classification_text", "classification_image"};
+  for (const char* k : names) j[k] = nlohmann::json::array();
+  for (int64_t b = 0; b < n; b += every) {  // block means: the curve of `every` steps each
+    const int64_t e = std::min(n, b + every);
+    double s[4] = {0, 0, 0, 0};
+    for (int64_t i = b; i < e; ++i)
+      for (int k = 0; k < 4; ++k) s[k] += c[4 * i + k];
+    j["step"].push_back(e);
+    for (int k = 0; k < 4; ++k) {
+      const double v = s[k] / static_cast<double>(e - b);
+      j[names[k]].push_back(std::isfinite(v) ? nlohmann::json(std::round(v * 1e5) / 1e5) : nlohmann::json());
+    }
+  }
+  return j;
+}
+
 StepLosses Learner::forward_backward(int s) {
   torch::Tensor grad;
   return impl_->compute(s, &grad);
@@ -499,6 +520,7 @@ StepLosses Learner::Impl::apply(StepLosses losses, torch::Tensor grad) {
   m.step = s + 1;
   losses.vector_norm = m.current_vectors().norm(2, 1).mean().item<double>();
   m.recent.push_back(losses);
+  for (double x : {losses.total, losses.inv, losses.cls_text, losses.cls_image}) m.curve.push_back(static_cast<float>(x));
   if (m.recent.size() > Impl::kRecent) m.recent.erase(m.recent.begin());
   return losses;
 }
@@ -515,6 +537,7 @@ void Learner::save_checkpoint(const std::string& path, double seconds) const {
   put("adam_v", m.adam_v);
   const int64_t step = m.step;
   f.tensors["step"] = make_i64({1}, &step);
+  if (!m.curve.empty()) f.tensors["curve"] = make_f32({static_cast<int64_t>(m.curve.size() / 4), 4}, m.curve.data());
   f.metadata["format"] = kCheckpointFormat;
   f.metadata["token"] = m.req.token;
   f.metadata["parent"] = m.req.parent;
@@ -625,6 +648,11 @@ double Learner::load_checkpoint(const std::string& path) {
   m.adam_v = av;
   m.step = static_cast<int>(step);
   m.recent = recent;
+  m.curve.clear();
+  if (const TensorData* c = f.find("curve"); c && c->dtype == DType::kF32 && c->shape.size() == 2 && c->shape[1] == 4 &&
+                                              c->shape[0] == step) {
+    m.curve = to_float32(*c);
+  }
   double seconds = 0;
   try {
     seconds = std::stod(meta("seconds"));
@@ -710,7 +738,8 @@ void finish_result(Learner& learner, LearnResult& result) {
                     {"losses_over_last_steps", recent.size()},
                     {"vector_norm", v.norm(2, 1).mean().item<double>()},
                     {"vocab_mean_norm", learner.vocab_norm()},
-                    {"subspace_dim", learner.subspace() ? learner.subspace()->dim() : 0}};
+                    {"subspace_dim", learner.subspace() ? learner.subspace()->dim() : 0},
+                    {"loss_curve", learner.loss_curve()}};
   const HubCheck hub = learner.hub_check();
   if (hub.positives > 0) {
     result.metrics["hub_check"] = {{"template", learner.token_prompts().front()},

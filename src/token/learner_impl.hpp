@@ -55,6 +55,9 @@ struct Learner::Impl {
   int step = 0;
   std::vector<StepLosses> recent;  // the last kRecent steps (checkpointed: metrics survive a resume)
   static constexpr std::size_t kRecent = 10;
+  // Every step's losses (total, inversion, classification text, classification image):
+  // the loss curve of the token file's metrics (checkpointed).
+  std::vector<float> curve;  // 4 per step
 
   Impl(model::Bundle& b, LearnRequest r) : bundle(b), req(std::move(r)), cfg(req.config), clip(b) {}
 

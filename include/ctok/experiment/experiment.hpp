@@ -64,6 +64,8 @@ using CellRunner =
 // stdout+stderr go to <dir>/log; the command writes {dir}/metrics.json. Non-zero exit fails.
 CellRunner command_runner(const Experiment& exp);
 
+struct CellOutcome;
+
 struct RunOptions {
   std::string out_dir;
   int jobs = 1;                     // cells run at once
@@ -72,6 +74,8 @@ struct RunOptions {
   bool fail_fast = false;           // stop starting cells after the first failure
   bool force = false;               // reuse an output folder of a different experiment
   const std::atomic<bool>* stop = nullptr;
+  // After each cell this run finished or failed: (outcome, cells finished so far, cells to run).
+  std::function<void(const CellOutcome&, int, int)> on_cell;
 };
 
 struct CellOutcome {
@@ -91,6 +95,14 @@ struct RunReport {
 RunReport run_experiment(const Experiment& exp, const CellRunner& runner, const RunOptions& opt);
 
 // Rewrites results.csv/results.json/summary.md of `out_dir` from the cell folders.
+//
+// A cell's metrics.json is either a flat object of numbers (one results row per cell) or,
+// as the evaluation cells write it, {"main": "mrr", "table": [rows], "seeds": [rows],
+// "per_concept": {label: {unit: value}}}: results.json/csv get one row per cell and seed
+// ("seeds"), summary.md the "table" rows (the main metric with its 95% interval) and, for
+// each grid key with several values, the paired deltas of every cell against the cell
+// that differs from it only in that key, at the key's first value (paired bootstrap over
+// the units both cells share, 95%).
 void write_results(const Experiment& exp, const std::string& out_dir);
 
 // `ctok-batch collect runs/X/`: merges the finished cells of the shard sub-folders of

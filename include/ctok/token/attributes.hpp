@@ -24,6 +24,9 @@ struct AttributeSet {
 
   // The parent first, then each list in the order above, without repeats.
   std::vector<std::string> subspace_words() const;
+  // At most `max_words` of them (0: all): the parent, then one word from each list in turn
+  // (colours, patterns, materials, shapes, siblings), so a small subspace spans every kind.
+  std::vector<std::string> subspace_words(int max_words) const;
 };
 
 AttributeSet read_attribute_file(const std::string& path);

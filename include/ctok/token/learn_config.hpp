@@ -45,6 +45,9 @@ struct LearnConfig {
   std::string subspace_words = "known";  // "all" | "known": drop words the tokenizer only
                                          //   spells letter by letter (it has no piece for them)
   double subspace_tolerance = 1e-4; // drop basis directions with singular value < tol * max
+  int subspace_max_words = 0;       // > 0: at most this many attribute words span the subspace,
+                                    //   the parent first, then round-robin over colours,
+                                    //   patterns, materials, shapes, siblings (0: every word)
 
   // --- prompts
   // Templates with {token} and {parent}; one is drawn per image and step.

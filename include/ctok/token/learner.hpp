@@ -104,6 +104,10 @@ class Learner {
   HubCheck hub_check() const;
 
   const std::vector<StepLosses>& recent_losses() const;  // the last 10 steps (kept across a resume)
+  // Every step's losses so far as block means, at most `max_points` points: {"every": k,
+  // "step": [...], "total": [...], "inversion": [...], "classification_text": [...],
+  // "classification_image": [...]} (kept across a resume; the token file's metrics.loss_curve).
+  nlohmann::json loss_curve(int max_points = 100) const;
   torch::Tensor vectors() const;    // current v [n, width] float32 CPU
   torch::Tensor parameter() const;  // current c [n, k] (subspace) or v, float32 CPU
 
