@@ -84,10 +84,10 @@ int run(const CommonOptions& common, BatchOptions& o) {
     eo.progress = opt.jobs == 1 && common.verbosity() >= 0;
     eo.decode_threads = std::max(1, ctok::hardware_threads() / std::max(1, opt.jobs));
     if (!opt.dry_run) runner = ex::eval_runner(eo);
-    // Cells side by side: their messages go to their own logs; the terminal gets warnings,
-    // errors and one line per finished cell.
+    // Cells side by side: their messages go to their own logs; the terminal gets errors and
+    // one line per finished cell (with the count of warnings in its log).
     if (opt.jobs > 1 && !spdlog::default_logger()->sinks().empty())
-      spdlog::default_logger()->sinks().front()->set_level(spdlog::level::warn);
+      spdlog::default_logger()->sinks().front()->set_level(spdlog::level::err);
     spdlog::info("{} cell(s) of {}; {} at once, {} libtorch thread(s) each; shared stores in {}", cells.size(), exp.name,
                  opt.jobs, per_cell, eo.cache_dir);
   } else if (!opt.dry_run) {
@@ -97,8 +97,14 @@ int run(const CommonOptions& common, BatchOptions& o) {
   opt.on_cell = [&](const ex::CellOutcome& c, int k, int n) {
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (c.status == "done")
-      std::fprintf(stderr, "[%d/%d] cell %s %s done (%.0f s into the run)%s%s\n", k, n, c.cell.id.c_str(),
-                   c.cell.point.dump().c_str(), s, headline(c.metrics).empty() ? "" : ": ", headline(c.metrics).c_str());
+    {
+      const int warnings = c.metrics.value("warnings", 0);
+      const std::string w = warnings > 0 ? " [" + std::to_string(warnings) + " warning(s) in " + opt.out_dir + "/" +
+                                               c.cell.id + "/log]" : "";
+      std::fprintf(stderr, "[%d/%d] cell %s %s done (%.0f s into the run)%s%s%s\n", k, n, c.cell.id.c_str(),
+                   c.cell.point.dump().c_str(), s, headline(c.metrics).empty() ? "" : ": ", headline(c.metrics).c_str(),
+                   w.c_str());
+    }
     else
       spdlog::error("[{}/{}] cell {} {} failed: {}", k, n, c.cell.id, c.cell.point.dump(), c.error);
   };
@@ -130,6 +136,7 @@ int main(int argc, char** argv) {
     const unsigned flags = ctok::tool::kVerbosity | ctok::tool::kDevice | ctok::tool::kThreads;
     ctok::tool::add_common_options(app, common, flags);
     app.require_subcommand(1);
+    app.fallthrough();  // --threads, --device, -v ... also after the subcommand
     BatchOptions o;
     std::string dir;
     CLI::App* run_cmd = app.add_subcommand("run", "run (or resume) the cells of an experiment file");

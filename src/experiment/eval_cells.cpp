@@ -42,11 +42,13 @@ namespace {
 // --- the cell's log: a sink that writes the messages of the thread running a cell -------
 
 thread_local std::FILE* t_cell_log = nullptr;
+thread_local int t_cell_warnings = 0;  // warnings and errors logged by the running cell
 
 class CellLogSink : public spdlog::sinks::base_sink<std::mutex> {
  protected:
   void sink_it_(const spdlog::details::log_msg& msg) override {
     if (!t_cell_log) return;
+    if (msg.level >= spdlog::level::warn) ++t_cell_warnings;
     spdlog::memory_buf_t buf;
     formatter_->format(msg, buf);
     std::fwrite(buf.data(), 1, buf.size(), t_cell_log);
@@ -72,6 +74,7 @@ class CellLog {  // the calling thread's messages go to <dir>/log while it lives
  public:
   explicit CellLog(const std::string& path) {
     t_cell_log = std::fopen(path.c_str(), "a");
+    t_cell_warnings = 0;
   }
   ~CellLog() {
     if (t_cell_log) std::fclose(t_cell_log);
@@ -461,6 +464,7 @@ CellRunner eval_runner(const EvalCellOptions& options) {
     if (directory_exists(out + "/tokens"))
       for (const auto& e : fs::directory_iterator(out + "/tokens")) tokens += e.path().extension() == ".safetensors";
     metrics["tokens"] = tokens;
+    metrics["warnings"] = t_cell_warnings;
     if (r.renders > 0 && r.task == "retrieve" && !stop.load()) {
       try {
         render_tokens(bundle, out, records, methods, r.renders, r.render_steps, dir + "/renders.png");

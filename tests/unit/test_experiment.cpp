@@ -143,3 +143,47 @@ TEST(Experiment, CollectMergesShardsOfOneExperimentOnly) {
   EXPECT_THROW(ex::collect(root), ctok::Error);
   fs::remove_all(root);
 }
+
+// Evaluation-style metrics: one results row per seed, intervals in summary.md, paired
+// deltas of each cell against the cell differing only in one key, at its first value.
+TEST(Experiment, TableResultsPerSeedAndPairedDeltas) {
+  const ex::Experiment exp = ex::parse_experiment(
+      json::parse(R"({"name": "tab", "base": {"lam": 0, "methods": ["text", "inv"]}, "grid": {"lam": [0, 1]}})"),
+      "tab.json");
+  const std::string out = tmpdir("table");
+  // Cell lam=1 beats lam=0 on "inv" on every concept; "text" is the same in both cells.
+  auto runner = [](const json& c, const std::string&, const std::atomic<bool>&) {
+    const double lam = c["lam"].get<double>();
+    json m = {{"main", "mrr"}, {"table", json::array()}, {"seeds", json::array()}, {"per_concept", json::object()}};
+    for (const char* method : {"text", "inv"}) {
+      const double base = std::string(method) == "inv" ? 0.2 + 0.3 * lam : 0.1;
+      m["table"].push_back({{"query", "plain"}, {"method", method}, {"mrr", base}, {"mrr_lo", base - 0.05},
+                            {"mrr_hi", base + 0.05}, {"r1", 0.0}, {"r10", 0.5}});
+      for (int seed : {0, 1}) m["seeds"].push_back({{"seed", seed}, {"query", "plain"}, {"method", method}, {"mrr", base}});
+      json pc = json::object();
+      for (int k = 0; k < 10; ++k) pc["c" + std::to_string(k)] = base + 0.01 * k;
+      m["per_concept"][std::string("plain/") + method] = pc;
+    }
+    return m;
+  };
+  ex::RunOptions o;
+  o.out_dir = out;
+  const ex::RunReport r = ex::run_experiment(exp, runner, o);
+  EXPECT_EQ(r.done, 2);
+  const json rows = json::parse(ctok::read_text_file(out + "/results.json"));
+  EXPECT_EQ(rows.size(), 8u);  // 2 cells x 2 methods x 2 seeds
+  const std::string csv = ctok::read_text_file(out + "/results.csv");
+  EXPECT_EQ(csv.substr(0, csv.find('\n')), "cell,lam,seed,query,method,mrr");
+  const std::string md = ctok::read_text_file(out + "/summary.md");
+  EXPECT_NE(md.find("| 0.500 [0.450, 0.550] |"), std::string::npos) << md;  // lam=1, inv, with its interval
+  EXPECT_NE(md.find("paired deltas over lam (against lam = 0"), std::string::npos) << md;
+  EXPECT_NE(md.find("| plain/inv | 0.300 [0.300, 0.300] * |"), std::string::npos) << md;
+  EXPECT_EQ(md.find("| plain/text |"), std::string::npos) << md;  // identical in both cells: left out
+  EXPECT_NE(md.find("1 (cell, method) pair(s) left out"), std::string::npos) << md;
+  const json deltas = json::parse(ctok::read_text_file(out + "/deltas.json"));
+  ASSERT_EQ(deltas.size(), 1u);
+  EXPECT_EQ(deltas[0]["label"], "plain/inv");
+  EXPECT_NEAR(deltas[0]["mean"].get<double>(), 0.3, 1e-9);
+  EXPECT_EQ(deltas[0]["units"], 10);
+  fs::remove_all(out);
+}

@@ -158,6 +158,15 @@ TEST(Attributes, FilesAndTemplates) {
   EXPECT_EQ(fill_template("a photo of a {token} {parent}", "<x>", "shoe"), "a photo of a <x> shoe");
   EXPECT_EQ(fill_template("a photo of a {token} {parent}", "", "ankle boot"), "a photo of an ankle boot");
   EXPECT_EQ(fill_template("a photo of a {token} {parent}", "", "shoe"), "a photo of a shoe");
+  // A smaller subspace: the parent, then one word of each list in turn.
+  EXPECT_EQ(shoe.subspace_words(0), shoe.subspace_words());
+  const std::vector<std::string> four = shoe.subspace_words(4);
+  ASSERT_EQ(four.size(), 4u);
+  EXPECT_EQ(four[0], "shoe");
+  EXPECT_EQ(four[1], shoe.colours.front());
+  EXPECT_EQ(four[2], shoe.patterns.front());
+  EXPECT_EQ(four[3], shoe.materials.front());
+  EXPECT_EQ(shoe.subspace_words(1000), shoe.subspace_words());
 }
 
 TEST(Subspace, OrthonormalAndSpansTheWords) {
@@ -223,6 +232,17 @@ TEST(Learner, LossesFiniteAndTokenFile) {
   int lines = 0;
   while (std::getline(log, line)) ++lines;
   EXPECT_EQ(lines, 4);
+  // The loss curve of the token file's metrics: every step (3 <= 100 points), the last one
+  // the last step's losses.
+  const nlohmann::json& curve = r.metrics.at("loss_curve");
+  EXPECT_EQ(curve.at("every"), 1);
+  ASSERT_EQ(curve.at("step").size(), 3u);
+  EXPECT_EQ(curve["step"].back(), 3);
+  EXPECT_NEAR(curve["total"].back().get<double>(), r.last.total, 1e-4 * std::max(1.0, r.last.total));
+  EXPECT_NEAR(curve["inversion"].back().get<double>(), r.last.inv, 1e-4 * std::max(1.0, r.last.inv));
+  EXPECT_EQ(back.metrics.at("loss_curve"), curve);
+  EXPECT_EQ(learner.loss_curve(2).at("every"), 2);  // block means when there are more steps than points
+  EXPECT_EQ(learner.loss_curve(2).at("step").size(), 2u);
   fs::remove_all(im.dir);
 }
 
@@ -302,7 +322,8 @@ TEST(Learner, ResumeIsBitIdentical) {
   nlohmann::json ma = a.metrics, mb = b.metrics;
   ma.erase("seconds");
   mb.erase("seconds");
-  EXPECT_EQ(ma.dump(), mb.dump());
+  EXPECT_EQ(ma.dump(), mb.dump());  // the loss curve included: it survives the resume
+  EXPECT_EQ(mb.at("loss_curve").at("step").size(), 6u);
   fs::remove_all(im.dir);
 }
 
