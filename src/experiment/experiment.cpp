@@ -16,6 +16,7 @@
 #include <spdlog/spdlog.h>
 
 #include "ctok/core/error.hpp"
+#include "ctok/core/format.hpp"
 #include "ctok/core/fs.hpp"
 #include "ctok/core/sha256.hpp"
 #include "ctok/retrieval/metrics.hpp"
@@ -347,12 +348,7 @@ std::string csv_field(const std::string& s) {
   return q + "\"";
 }
 
-std::string fixed3(const json& x) {
-  if (!x.is_number()) return "";
-  char b[32];
-  std::snprintf(b, sizeof b, "%.3f", x.get<double>());
-  return b;
-}
+std::string fixed3(const json& x) { return x.is_number() ? fixed(x.get<double>(), 3) : ""; }
 
 std::string with_interval(const json& row, const std::string& key) {
   if (!row.contains(key)) return "";

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "ctok/core/error.hpp"
+#include "ctok/core/format.hpp"
 #include "ctok/core/log.hpp"
 #include "ctok/core/fs.hpp"
 #include "ctok/core/version.hpp"
@@ -24,12 +25,6 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr int kTile = 128;  // px of every tile in the report
-
-std::string fixed(double v, int digits) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.*f", digits, v);
-  return buf;
-}
 
 nlohmann::json opt(const std::optional<double>& v) { return v ? nlohmann::json(*v) : nlohmann::json(nullptr); }
 nlohmann::json opt(const std::optional<int64_t>& v) { return v ? nlohmann::json(*v) : nlohmann::json(nullptr); }

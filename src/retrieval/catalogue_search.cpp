@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "ctok/core/error.hpp"
+#include "ctok/core/format.hpp"
 #include "ctok/core/log.hpp"
 #include "ctok/core/fs.hpp"
 #include "ctok/core/html.hpp"
@@ -24,12 +25,6 @@ namespace fs = std::filesystem;
 namespace ctok::retrieval {
 using Json = nlohmann::json;
 namespace {
-
-std::string fixed(double v, int digits) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.*f", digits, v);
-  return buf;
-}
 
 image::Preprocess preprocess_of(const model::Bundle& bundle) {
   const auto& s = bundle.manifest().image;
