@@ -87,17 +87,18 @@ int main(int argc, char** argv) {
     for (const auto& s : tokens.sources) {
       toks.push_back({{"token", s.token}, {"path", s.path}, {"sha256", s.sha256}, {"n_vectors", s.n_vectors}});
     }
+    const nlohmann::json described = cat.describe(nprobe);  // once: results.json and the log line
     retrieval::SearchReportOptions ro;
     ro.out = out;
     ro.root = root;
     ro.tile = tile;
     ro.force = force;
     ro.extra = {{"tokens", toks},
-                {"gallery", cat.describe(nprobe)},
+                {"gallery", described},
                 {"seconds", {{"load", t_load}, {"encode", t_encode}, {"search", t_search},
                              {"search_per_query_ms", 1e3 * t_search / double(queries.size())}}}};
     retrieval::write_search_report(cat, queries, hits, ro);
-    const nlohmann::json how = cat.describe(nprobe)["search"];
+    const nlohmann::json& how = described["search"];
     spdlog::info("{} queries over {} items ({}{}): search {:.2f} ms/query; report in {}/index.html", queries.size(),
                  cat.store().info().count, how["method"].get<std::string>(),
                  how["index"].is_string() ? " " + how["index"].get<std::string>() : std::string(),
