@@ -372,6 +372,17 @@ void render_tokens(model::Bundle& bundle, const std::string& eval_dir, const std
   image::write_png(png, image::make_grid(tiles, 2 * std::max(1, std::min(4, learned)), captions));
 }
 
+// The per-run fields both evaluations' options share, set for one cell.
+template <class Options>
+Options for_cell(Options o, const std::string& out, const EvalCellOptions& cell, const std::atomic<bool>& stop) {
+  o.out = out;
+  o.cache_dir = cell.cache_dir;
+  o.threads = cell.decode_threads;
+  o.progress = cell.progress;
+  o.stop = &stop;
+  return o;
+}
+
 // --- bundles: one per worker thread and folder -------------------------------------------
 
 model::Bundle& bundle_for(const std::string& dir, const EvalCellOptions& o) {
@@ -432,27 +443,15 @@ CellRunner eval_runner(const EvalCellOptions& options) {
     const std::string out = dir + "/eval";
     Json metrics;
     std::vector<eval::UnitRecord> records;
-    std::vector<std::string> methods;
     eval::EvalSummary s;
     if (r.task == "retrieve") {
-      eval::EvalOptions e = r.retrieve;
-      e.out = out;
-      e.cache_dir = options.cache_dir;
-      e.threads = options.decode_threads;
-      e.progress = options.progress;
-      e.stop = &stop;
+      const eval::EvalOptions e = for_cell(r.retrieve, out, options, stop);
       s = eval::run_retrieval(bundle, e);
       if (s.interrupted) return Json::object();
       records = read_records(out + "/concepts");
       metrics = retrieval_metrics(e, s.metrics, records);
-      methods = e.methods;
     } else {
-      eval::ClassifyOptions k = r.classify;
-      k.out = out;
-      k.cache_dir = options.cache_dir;
-      k.threads = options.decode_threads;
-      k.progress = options.progress;
-      k.stop = &stop;
+      const eval::ClassifyOptions k = for_cell(r.classify, out, options, stop);
       s = eval::run_classification(bundle, k);
       if (s.interrupted) return Json::object();
       metrics = classification_metrics(k, s.metrics);
@@ -467,7 +466,7 @@ CellRunner eval_runner(const EvalCellOptions& options) {
     metrics["warnings"] = t_cell_warnings;
     if (r.renders > 0 && r.task == "retrieve" && !stop.load()) {
       try {
-        render_tokens(bundle, out, records, methods, r.renders, r.render_steps, dir + "/renders.png");
+        render_tokens(bundle, out, records, r.retrieve.methods, r.renders, r.render_steps, dir + "/renders.png");
       } catch (const std::exception& e) {
         spdlog::warn("renders of the cell's tokens failed: {}", e.what());
       }
