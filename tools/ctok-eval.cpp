@@ -5,6 +5,8 @@
 //   ctok-eval --df2 data/fashionworld --split validation --task retrieve
 //             --methods text,caption,image-mean,inv,cls,inv+cls,inv+cls+sub --shots 3
 //             --max-concepts 100 --seeds 0,1,2 --out runs/eval/
+//   ctok-eval --df2 data/fashionworld --split validation --methods text,inv,inv+cls,gair,gair-fixed
+//             --composition --max-concepts 20 --seeds 0,1,2 --out runs/gair-eval/   (docs/gair.md)
 //   ctok-eval --df2 data/fashionworld --task classify --shots 5 --seeds 0,1,2 --out runs/classify/
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
@@ -17,6 +19,7 @@
 #include "common/stop.hpp"
 #include "common/tool.hpp"
 #include "ctok/eval/eval.hpp"
+#include "ctok/gair/gair.hpp"
 #include "ctok/model/bundle.hpp"
 #include "ctok/token/learn_config.hpp"
 
@@ -34,7 +37,7 @@ struct Options {
   tool::CommonOptions common;
   eval::EvalOptions eval;
   std::string task = "retrieve";
-  std::optional<std::string> methods, seeds, hidden;
+  std::optional<std::string> methods, seeds, hidden, gair_alphas;
   std::optional<int> steps, shots, negatives;
   int64_t max_identity = eval::ClassifyOptions{}.max_identity;
   bool no_verify = false;
@@ -84,17 +87,19 @@ int run(Options& o) {
   if (!o.common.config.empty()) e.learn = token::read_learn_config(o.common.config);
   if (o.steps) e.learn.steps = *o.steps;
   if (o.common.seed) e.subset_seed = *o.common.seed;
+  if (o.gair_alphas) e.gair.alphas = gair::parse_alphas(*o.gair_alphas);
   e.threads = o.common.threads;
   e.progress = o.common.verbosity() >= 0;
   token::validate(e.learn);
 
-  bool learned = false, inversion = false;
+  bool learned = false, inversion = false, renders = false;
   for (const auto& m : e.methods) {
+    renders = renders || m == "gair";
     if (!eval::is_learned(m)) continue;
     learned = true;
     inversion = inversion || eval::method_config(m, e.learn).lambda_inv > 0;
   }
-  model::Bundle bundle = tool::load_bundle(o.common, !o.no_verify, learned && inversion);
+  model::Bundle bundle = tool::load_bundle(o.common, !o.no_verify, (learned && inversion) || renders);
 
   e.stop = tool::catch_sigint();
   const eval::EvalSummary s = eval::run_retrieval(bundle, e);
@@ -122,8 +127,9 @@ int main(int argc, char** argv) {
     app.add_option("--split", e.split, "split to evaluate")->capture_default_str();
     app.add_option("--task", o.task, "retrieve (MRR over the split's shop gallery) | classify (hidden categories, FashionWorld)")
         ->capture_default_str();
-    app.add_option("--methods", o.methods, "comma-separated methods (retrieve: " + join(eval::EvalOptions{}.methods) +
-                                               "; classify: " + join(eval::classify_methods()) + ")");
+    app.add_option("--methods", o.methods, "comma-separated methods (retrieve, default " + join(eval::default_methods()) +
+                                               "; also gair, gair-fixed with --composition; classify: " +
+                                               join(eval::classify_methods()) + ")");
     app.add_option("--shots", o.shots, "support-set size k (retrieve: user crops per concept, default " +
                                            std::to_string(eval::EvalOptions{}.shots) + "; classify: train identities, default " +
                                            std::to_string(eval::ClassifyOptions{}.shots) + ")");
@@ -142,6 +148,18 @@ int main(int argc, char** argv) {
                                                    std::to_string(eval::ClassifyOptions{}.negatives) + ")");
     app.add_option("--steps", o.steps, "learning steps (overrides --config; default " +
                                            std::to_string(token::LearnConfig{}.steps) + ")");
+    app.add_option("--gair-base", e.gair.base, "GAIR rows: the learned method whose composition query they correct "
+                                               "(default: the last learned method listed)")->type_name("METHOD");
+    app.add_option("--gair-alphas", o.gair_alphas, "GAIR rows: the alpha grid (default 0,0.25,0.5,0.75,1)")->type_name("LIST");
+    app.add_option("--gair-n", e.gair.n, "gair: images rendered per alpha")->capture_default_str();
+    app.add_option("--gair-steps", e.gair.steps, "gair: DDIM steps per render")->capture_default_str();
+    app.add_option("--gair-beta", e.gair.beta, "gair: weight of the renders' mean feature fused into the query")
+        ->capture_default_str();
+    app.add_option("--gair-tune", e.gair.tune_concepts, "gair-fixed: concepts its alpha is tuned on")->capture_default_str();
+    app.add_option("--gair-tune-split", e.gair.tune_split, "gair-fixed: split of the tuning concepts")->capture_default_str();
+    app.add_option("--gair-tune-min-identity", e.gair.tune_min_identity,
+                   "gair-fixed: tuning concepts and gallery are the pair_ids >= this (FashionWorld train: 5001-6000)")
+        ->capture_default_str();
     app.add_option("--bootstrap", e.bootstrap_resamples, "bootstrap resamples of the intervals")->capture_default_str();
     app.add_flag("--no-verify", o.no_verify, "skip the bundle's sha256 check");
     tool::parse(app, argc, argv, o.common);

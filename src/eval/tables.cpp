@@ -167,6 +167,10 @@ Json summarize(const std::vector<UnitRecord>& records, const TableOptions& optio
     mj["recall"] = rec;
     mj["delta_text"] = (m != "text" && rrs.count("text")) ? paired(v, rrs["text"], bo) : Json(nullptr);
     mj["delta_inv"] = (m != "inv" && rrs.count("inv")) ? paired(v, rrs["inv"], bo) : Json(nullptr);
+    if (auto ref = options.reference.find(m); ref != options.reference.end()) {
+      if (!rrs.count(ref->second)) rrs[ref->second] = per_concept(rs, ref->second, options.composition, rr, 0);
+      if (!rrs[ref->second].empty()) mj["delta_ref"] = {{"against", ref->second}, {"delta", paired(v, rrs[ref->second], bo)}};
+    }
     double secs = 0;
     int n = 0;
     for (const UnitRecord* r : rs) {
@@ -180,18 +184,27 @@ Json summarize(const std::vector<UnitRecord>& records, const TableOptions& optio
 
 std::string markdown_table(const Json& s, const std::vector<int64_t>& recall_at) {
   std::ostringstream o;
+  bool refs = false;
+  for (const auto& m : s.at("order")) refs = refs || s.at("methods").at(m.get<std::string>()).contains("delta_ref");
   o << "| method | concepts | MRR [95% CI] |";
   for (int64_t k : recall_at) o << " R@" << k << " |";
-  o << " ΔMRR vs text | ΔMRR vs inv | s / unit |\n|---|---|---|";
+  o << " ΔMRR vs text | ΔMRR vs inv |" << (refs ? " ΔMRR vs own token |" : "") << " s / unit |\n|---|---|---|";
   for (std::size_t i = 0; i < recall_at.size(); ++i) o << "---|";
-  o << "---|---|---|\n";
+  o << "---|---|" << (refs ? "---|" : "") << "---|\n";
   for (const auto& m : s.at("order")) {
     const Json& mj = s.at("methods").at(m.get<std::string>());
     o << "| " << m.get<std::string>() << " | " << mj.at("concepts").get<int64_t>() << " | " << cell(mj.at("mrr")) << " |";
     for (int64_t k : recall_at) o << " " << cell(mj.at("recall").at(std::to_string(k))) << " |";
     char secs[32];
     std::snprintf(secs, sizeof secs, "%.2f", mj.at("seconds_per_unit").get<double>());
-    o << " " << cell(mj.at("delta_text"), true) << " | " << cell(mj.at("delta_inv"), true) << " | " << secs << " |\n";
+    o << " " << cell(mj.at("delta_text"), true) << " | " << cell(mj.at("delta_inv"), true) << " |";
+    if (refs) {
+      o << " " << (mj.contains("delta_ref") ? cell(mj["delta_ref"]["delta"], true) + " (" +
+                                                  mj["delta_ref"]["against"].get<std::string>() + ")"
+                                            : std::string("-"))
+        << " |";
+    }
+    o << " " << secs << " |\n";
   }
   return o.str();
 }

@@ -92,7 +92,7 @@ const std::set<std::string>& common_keys() {
   return k;
 }
 const std::set<std::string>& retrieve_keys() {
-  static const std::set<std::string> k = {"max_concepts", "subset_seed", "composition", "bootstrap"};
+  static const std::set<std::string> k = {"max_concepts", "subset_seed", "composition", "bootstrap", "gair"};
   return k;
 }
 const std::set<std::string>& classify_keys() {
@@ -190,6 +190,7 @@ Resolved resolve(const Json& config, const std::string& where) {
       e.subset_seed = get<uint64_t>(c, "subset_seed", where);
       e.composition = get<bool>(c, "composition", where);
       e.bootstrap_resamples = get<int>(c, "bootstrap", where);
+      e.gair = eval::GairEvalOptions::from_json(c.at("gair"), where);
       e.learn = learn_of(c, where);
     } else {
       eval::ClassifyOptions& k = r.classify;
@@ -424,6 +425,7 @@ Json eval_cell_defaults(const std::string& task) {
     c["subset_seed"] = e.subset_seed;
     c["composition"] = false;
     c["bootstrap"] = e.bootstrap_resamples;
+    c["gair"] = Json::object();  // GairEvalOptions keys (the gair / gair-fixed rows)
   }
   return c;
 }

@@ -157,4 +157,58 @@ expect 2 "classify: too many shots" "too few identities" -- "$EVAL" "${CL[@]}" -
 expect 2 "classify: no world.json" "world.json" -- "$EVAL" --bundle "$BUNDLE" --df2 "$T/noimg" --task classify --out "$T/bad2"
 [ -e "$T/bad/run.json" ] && fail "a refused classify run wrote run.json" || pass "a refused classify run writes nothing"
 expect 2 "classify: unknown hidden category" "not a category" -- "$EVAL" "${CL[@]}" --hidden sneaker,robot --out "$T/bad3"
+# --- the GAIR rows (docs/gair.md): gair (auto alpha from its renders) and gair-fixed (the
+# alpha tuned on train identities >= 61 of the small world), paired against their own token
+G=(--bundle "$BUNDLE" --df2 "$T/fwc" --split validation --shots 2 --threads 1 --steps 2 --negatives 3 --seeds 0
+   --composition --gair-n 1 --gair-steps 2 --gair-tune 2 --gair-tune-min-identity 61 --gair-alphas 0,0.5,1)
+expect 0 "gair rows: auto and fixed alpha" "" -- "$EVAL" "${G[@]}" --methods text,inv,gair,gair-fixed --max-concepts 3 \
+  --out "$T/gair" -q
+if $PY - "$T/gair" <<'EOF'
+import json, os, sys
+d = sys.argv[1]
+m = json.load(open(os.path.join(d, "metrics.json")))
+c = m["composition"]
+assert "gair" in c["order"] and "gair-fixed" in c["order"], c["order"]
+assert "gair" not in m["plain"]["order"], m["plain"]["order"]  # composition queries only
+for r in ("gair", "gair-fixed"):
+    x = c["methods"][r]
+    assert x["delta_ref"]["against"] == "inv", x
+    assert x["delta_ref"]["delta"]["concepts"] == x["concepts"] == c["methods"]["inv"]["concepts"], x
+g = m["gair"]
+assert g["base"] == "inv" and g["tuning"]["alpha"] in (0, 0.5, 1), g
+assert g["tuning"]["split"] == "train" and g["tuning"]["min_identity"] == 61 and g["tuning"]["concepts"] >= 1, g["tuning"]
+assert set(g["alpha_mrr_hindsight"]) == {"0", "0.5", "1"}, g["alpha_mrr_hindsight"]
+assert sum(g["auto_alpha_counts"].values()) == g["units"] >= 1, g
+# the tuning run saw only tuning identities
+t = json.load(open(os.path.join(d, "gair-tuning", "metrics.json")))
+for f in os.listdir(os.path.join(d, "gair-tuning", "concepts")):
+    r = json.load(open(os.path.join(d, "gair-tuning", "concepts", f)))
+    assert r["pair_id"] >= 61, r["pair_id"]
+# every unit's record holds each alpha's rank and the chosen alpha's intent scores
+for f in os.listdir(os.path.join(d, "concepts")):
+    r = json.load(open(os.path.join(d, "concepts", f)))
+    if r.get("composition_style", 0):
+        x = r["extra"]["gair"]
+        assert set(x["alpha_ranks"]) == {"0", "0.5", "1"} and len(x["intent"]) == 3, x
+        assert x["auto_alpha"] in (0, 0.5, 1) and x["fixed_alpha"] == g["tuning"]["alpha"], x
+        # alpha 0 is the token's own composition query
+        assert x["alpha_ranks"]["0"] == r["composition_ranks"]["inv"], (x, r["composition_ranks"])
+tab = open(os.path.join(d, "table.md")).read()
+assert "ΔMRR vs own token" in tab and "| gair |" in tab and "## GAIR" in tab and "hindsight" in tab, tab
+EOF
+then pass "gair rows: metrics, records, tuning, table"; else fail "gair rows: metrics, records, tuning, table"; fi
+stamp_g() { find "$T/gair/concepts" "$T/gair/gair-tuning/concepts" -type f -printf '%P %T@\n' | sort; }
+before=$(stamp_g)
+expect 0 "gair rerun resumes everything" "resumed" -- "$EVAL" "${G[@]}" --methods text,inv,gair,gair-fixed --max-concepts 3 \
+  --out "$T/gair"
+[ "$before" = "$(stamp_g)" ] && pass "gair rerun rewrites no record" || fail "gair rerun rewrites no record"
+expect 2 "gair without --composition" "composition" -- "$EVAL" --bundle "$BUNDLE" --df2 "$T/fwc" --methods inv,gair \
+  --out "$T/bad4" -q
+expect 2 "gair without a learned method" "learned" -- "$EVAL" "${G[@]}" --methods text,gair --out "$T/bad4"
+expect 2 "gair base not a listed method" "gair.base" -- "$EVAL" "${G[@]}" --methods inv,gair --gair-base cls --out "$T/bad4"
+expect 2 "gair alpha out of [0, 1]" "alpha" -- "$EVAL" "${G[@]}" --methods inv,gair --gair-alphas 0,1.5 --out "$T/bad4"
+expect 2 "gair-fixed tuned on the evaluated split" "tune_split" -- "$EVAL" "${G[@]}" --methods inv,gair-fixed \
+  --gair-tune-split validation --out "$T/bad4"
+expect 2 "gair resume with another grid" "gair.alphas" -- "$EVAL" "${G[@]}" --methods text,inv,gair,gair-fixed \
+  --max-concepts 3 --gair-alphas 0,1 --out "$T/gair"
 finish

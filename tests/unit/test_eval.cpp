@@ -41,6 +41,53 @@ TEST(Eval, ParsesMethodsAndSeeds) {
   expect_bad([] { parse_seeds("3,3"); }, "twice");
   EXPECT_TRUE(is_learned("inv+cls"));
   EXPECT_FALSE(is_learned("image-mean"));
+  // The GAIR rows are known methods but not run unless named (they need --composition).
+  EXPECT_EQ(parse_methods("inv,gair,gair-fixed").size(), 3u);
+  EXPECT_TRUE(is_gair("gair-fixed"));
+  EXPECT_FALSE(is_learned("gair"));
+  for (const auto& m : default_methods()) EXPECT_FALSE(is_gair(m)) << m;
+  EXPECT_EQ(known_methods().size(), default_methods().size() + 2);
+}
+
+TEST(Eval, GairSettingsFromJson) {
+  const auto g = GairEvalOptions::from_json({{"alphas", {0, 0.5}}, {"n", 2}, {"tune_min_identity", 61}}, "cell.json");
+  EXPECT_EQ(g.alphas, (std::vector<double>{0, 0.5}));
+  EXPECT_EQ(g.n, 2);
+  EXPECT_EQ(g.steps, GairEvalOptions{}.steps);
+  EXPECT_EQ(g.tune_min_identity, 61);
+  const auto round = GairEvalOptions::from_json(g.to_json(), "x");
+  EXPECT_EQ(round.to_json(), g.to_json());
+  expect_bad([] { GairEvalOptions::from_json({{"alpha", 0.5}}, "cell.json"); }, "gair.alpha");  // unknown key, named
+  expect_bad([] { GairEvalOptions::from_json({{"n", "four"}}, "cell.json"); }, "gair.n");
+  expect_bad([] { GairEvalOptions::from_json({{"alphas", 0.5}}, "cell.json"); }, "gair.alphas");
+  expect_bad([] { GairEvalOptions::from_json(nlohmann::json::array(), "cell.json"); }, "object");
+}
+
+TEST(Eval, SummaryPairsARowWithItsOwnReference) {
+  // gair corrects inv: concept 1 inv 4 -> gair 1; concept 2 inv 2 -> gair 2 (composition ranks).
+  std::vector<UnitRecord> rs = {rec(1, 0, {{"inv", 5}}), rec(2, 0, {{"inv", 5}})};
+  rs[0].composition_style = rs[1].composition_style = 2;
+  rs[0].composition_ranks = {{"inv", 4}, {"gair", 1}};
+  rs[1].composition_ranks = {{"inv", 2}, {"gair", 2}};
+  TableOptions o;
+  o.methods = {"inv", "gair"};
+  o.composition = true;
+  o.bootstrap.resamples = 200;
+  o.reference = {{"gair", "inv"}};
+  const auto s = summarize(rs, o);
+  ASSERT_TRUE(s["methods"]["gair"].contains("delta_ref")) << s.dump();
+  EXPECT_EQ(s["methods"]["gair"]["delta_ref"]["against"], "inv");
+  EXPECT_NEAR(s["methods"]["gair"]["delta_ref"]["delta"]["mean"].get<double>(), ((1 - 0.25) + 0.0) / 2, 1e-12);
+  EXPECT_FALSE(s["methods"]["inv"].contains("delta_ref"));
+  const std::string md = markdown_table(s, {1});
+  EXPECT_NE(md.find("ΔMRR vs own token"), std::string::npos) << md;
+  EXPECT_NE(md.find("(inv)"), std::string::npos) << md;
+  // No reference: no column.
+  o.reference.clear();
+  EXPECT_EQ(markdown_table(summarize(rs, o), {1}).find("own token"), std::string::npos);
+  // Plain tables have no gair row (composition queries only).
+  o.composition = false;
+  EXPECT_EQ(summarize(rs, o)["order"], nlohmann::json({"inv"}));
 }
 
 TEST(Eval, MethodConfigs) {

@@ -29,8 +29,12 @@ namespace ctok::eval {
 
 // Every method, in table order: text (the category prompt, no token), caption (FashionWorld's
 // colour + pattern words: a ceiling for words), image-mean (the support features' mean: an
-// image query, a reference), then the learned tokens.
+// image query, a reference), then the learned tokens, then GAIR on a learned token's
+// composition query (docs/method.md §4): gair (the alpha picked by the automatic intent
+// scores of its renders) and gair-fixed (the alpha with the best MRR on tuning identities).
 const std::vector<std::string>& known_methods();
+// The methods run when none are named: every one but the GAIR rows (which need --composition).
+const std::vector<std::string>& default_methods();
 // "a,b,c" -> the methods; bad_input listing the known ones for an unknown or repeated name.
 std::vector<std::string> parse_methods(const std::string& list);
 // "a,b" -> the names, each one of `known` (any, when empty); bad_input (key `key`) for an
@@ -40,26 +44,55 @@ std::vector<std::string> parse_names(const std::string& list, const std::vector<
 // "0,1,2" -> seeds; bad_input on anything else.
 std::vector<uint64_t> parse_seeds(const std::string& list);
 bool is_learned(const std::string& method);  // inv, cls, inv+cls, inv+cls+sub
+bool is_gair(const std::string& method);     // gair, gair-fixed (composition queries only)
 // The learning config of a learned method from the base (docs/method.md §5):
 // inv: lambda_cls 0, subspace none; cls: lambda_inv 0, lambda_cls 1, subspace none;
 // inv+cls: the base lambdas, subspace none; inv+cls+sub: the base (subspace as configured).
 token::LearnConfig method_config(const std::string& method, const token::LearnConfig& base);
 
+// The GAIR rows' settings. Both correct the composition query q of the `base` token with
+// attribute emphasis, q_alpha = normalise((1 - alpha) t(q) + alpha t(a)), a = q without the
+// token. gair renders `n` images per alpha (seeds 0 .. n-1, `steps` DDIM steps) and picks the
+// alpha whose renders score the best harmonic mean of concept fidelity (against the support
+// images) and attribute fidelity (the query's colour against the other colours); beta > 0
+// fuses the renders' mean feature. gair-fixed uses one alpha for every concept: the grid's
+// best by MRR on `tune_concepts` concepts of `tune_split` whose pair_id >= tune_min_identity
+// (FashionWorld: train identities 5001-6000, the tuning set; never the evaluated split),
+// learned and ranked the same way (first seed), in <out>/gair-tuning/.
+struct GairEvalOptions {
+  std::string base;                                  // "" : the last learned method of `methods`
+  std::vector<double> alphas{0.0, 0.25, 0.5, 0.75, 1.0};
+  int n = 4;
+  int steps = 50;
+  double beta = 0.0;
+  std::string tune_split = "train";
+  int64_t tune_min_identity = 5001;
+  int tune_concepts = 20;
+
+  nlohmann::json to_json() const;
+  // The keys above (all optional); bad_input naming `origin` and the key for an unknown key,
+  // a wrong type or a value out of range.
+  static GairEvalOptions from_json(const nlohmann::json& j, const std::string& origin);
+};
+
 struct EvalOptions {
   std::string df2;                         // DeepFashion2-layout root
   std::string split = "validation";
-  std::vector<std::string> methods = known_methods();
+  std::vector<std::string> methods = default_methods();
   int shots = 3;                           // support-set size k
   int max_concepts = 0;                    // seeded subset of the eligible concepts (0: all)
   uint64_t subset_seed = 0;                // seed of that subset (independent of the run seeds)
   std::vector<uint64_t> seeds = {0};       // support set and learning seeds, one record each
   bool composition = false;                // also the colour-swap queries (FashionWorld)
+  GairEvalOptions gair;                    // the gair / gair-fixed rows (when in methods)
+  int64_t min_identity = 0;                // only concepts and gallery items with pair_id >= this (GAIR tuning)
   int negatives = 32;                      // negative crops per concept for the cls losses
   token::LearnConfig learn;                // base learning config (--config, --steps)
   std::string out;                         // output folder
   std::string cache_dir;                   // gallery store parent ("" : <out>)
   int threads = 0;                         // image decoding threads (0: all cores)
   bool progress = true;                    // bar / periodic lines over the concepts
+  std::string progress_label = "concepts";
   int bootstrap_resamples = 1000;          // intervals of the tables
   uint64_t bootstrap_seed = 0;
   const std::atomic<bool>* stop = nullptr; // Ctrl-C: finish nothing half, return interrupted
@@ -139,6 +172,9 @@ struct TableOptions {
   std::vector<std::string> methods;           // rows, in order
   std::vector<int64_t> recall_at = {1, 5, 10, 20};
   retrieval::BootstrapOptions bootstrap;
+  // A row's own reference (gair -> the token it corrects): a paired delta "delta_ref" beside
+  // the deltas against text and inv, and a table column when any row has one.
+  std::map<std::string, std::string> reference;
   bool composition = false;                   // tables of the composition ranks
 };
 
