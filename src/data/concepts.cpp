@@ -210,6 +210,10 @@ std::set<std::string> hidden_categories(const std::string& root) {
   return out;
 }
 
+std::string article(const std::string& w) {
+  return !w.empty() && std::string("aeiou").find(w[0]) != std::string::npos ? "an" : "a";
+}
+
 std::string query_word(const Concept& c, const std::set<std::string>& hidden) {
   if (!c.parent.empty() && hidden.count(c.category_name)) return c.parent;
   return c.category_name;

@@ -31,10 +31,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-std::string article(const std::string& w) {
-  return !w.empty() && std::string("aeiou").find(w[0]) != std::string::npos ? "an" : "a";
-}
-
 uint64_t fnv1a(const std::string& s) {  // the same on every platform (std::hash is not)
   uint64_t h = 1469598103934665603ULL;
   for (unsigned char c : s) h = (h ^ c) * 1099511628211ULL;
@@ -333,16 +329,16 @@ EvalSummary run_classification(model::Bundle& bundle, const ClassifyOptions& o) 
       model::TokenVectors tv;
       std::string hidden_prompt;
       if (m == "parent") {
-        hidden_prompt = "a photo of " + article(parent) + " " + parent;
+        hidden_prompt = "a photo of " + data::article(parent) + " " + parent;
       } else if (m == "word") {
-        hidden_prompt = "a photo of " + article(u.category) + " " + u.category;
+        hidden_prompt = "a photo of " + data::article(u.category) + " " + u.category;
       } else {
         const token::TokenFile tf = token::read_token_file(token_path(u, m));
         tv[tf.token] = torch::from_blob(const_cast<float*>(tf.vectors.data()), {tf.n_vectors, tf.width}, torch::kFloat32).clone();
         hidden_prompt = "a photo of a " + tf.token + " " + parent;
       }
       for (std::size_t i = 0; i < names.size(); ++i) {
-        prompts.push_back(static_cast<int64_t>(i) == h ? hidden_prompt : "a photo of " + article(names[i]) + " " + names[i]);
+        prompts.push_back(static_cast<int64_t>(i) == h ? hidden_prompt : "a photo of " + data::article(names[i]) + " " + names[i]);
       }
       const torch::Tensor t = model::l2_normalize(clip.encode_text(prompts, tv).features).to(torch::kCPU, torch::kFloat32);
       const torch::Tensor logits = f.matmul(t.t());

@@ -181,10 +181,6 @@ std::string alpha_key(double a) {
   return buf;
 }
 
-std::string article(const std::string& w) {
-  return !w.empty() && std::string("aeiou").find(w[0]) != std::string::npos ? "an" : "a";
-}
-
 class Evaluation {
  public:
   Evaluation(model::Bundle& bundle, const EvalOptions& o) : bundle_(bundle), o_(o), clip_(bundle) {}
@@ -636,17 +632,17 @@ UnitRecord Evaluation::evaluate_unit(const data::Concept& c, uint64_t seed, bool
   for (const auto& m : o_.methods) {
     const auto t0 = Clock::now();
     if (m == "text") {
-      const std::string p = "a photo of " + article(w) + " " + w;
+      const std::string p = "a photo of " + data::article(w) + " " + w;
       add(m, false, text_feature(p));
       prompts[m] = p;
       if (comp) add(m, true, text_feature(p + in_colour));
     } else if (m == "caption") {
-      const std::string p = "a photo of " + article(c.color) + " " + c.color + " " + c.pattern + " " + w;
+      const std::string p = "a photo of " + data::article(c.color) + " " + c.color + " " + c.pattern + " " + w;
       add(m, false, text_feature(p));
       prompts[m] = p;
       if (comp) {
         const std::string& col = rec.composition_colour;
-        add(m, true, text_feature("a photo of " + article(col) + " " + col + " " + c.pattern + " " + w));
+        add(m, true, text_feature("a photo of " + data::article(col) + " " + col + " " + c.pattern + " " + w));
       }
     } else if (m == "image-mean") {
       add(m, false, model::l2_normalize(support_features(support).mean(0, true))[0]);

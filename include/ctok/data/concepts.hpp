@@ -80,6 +80,8 @@ std::set<std::string> hidden_categories(const std::string& root);
 // The word queries use for the concept: its parent for a hidden FashionWorld category, else
 // its category_name.
 std::string query_word(const Concept& concept_, const std::set<std::string>& hidden);
+// "an" before a vowel, else "a": the article prompts put before a query word.
+std::string article(const std::string& word);
 
 // Deterministic generator used by the selections (splitmix64); exposed for the learner.
 class SplitMix64 {
