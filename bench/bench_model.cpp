@@ -151,7 +151,7 @@ int main(int argc, char** argv) {
         results.push_back({{"config", config}, {"error", e.what()}});
         continue;
       }
-      Bundle& b = *bundle;
+      const Bundle& b = *bundle;
       ClipModel clip(b);
       const auto dev = b.device();
       const auto dt = b.dtype();

@@ -113,18 +113,19 @@ int main(int argc, char** argv) {
     ctok::text::ClipBpeTokenizer clip(merges);
     const double load_ms =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    clip.add_custom_token("<my-dress>");
+    ctok::text::CustomTokens clip_custom;
+    clip_custom.add(clip, "<my-dress>");
     rows.push_back(measure("clip-bpe, cold cache", prompts, passes, [&] {
       size_t tokens = 0;
       for (const auto& p : prompts) {
         clip.clear_cache();  // every word of every prompt goes through BPE
-        tokens += static_cast<size_t>(clip.encode(p, 77).eos_index + 1);
+        tokens += static_cast<size_t>(clip.encode(p, 77, clip_custom).eos_index + 1);
       }
       return tokens;
     }));
     rows.push_back(measure("clip-bpe, warm cache", prompts, passes, [&] {
       size_t tokens = 0;
-      for (const auto& p : prompts) tokens += static_cast<size_t>(clip.encode(p, 77).eos_index + 1);
+      for (const auto& p : prompts) tokens += static_cast<size_t>(clip.encode(p, 77, clip_custom).eos_index + 1);
       return tokens;
     }));
     rows.push_back(measure("clip-bpe encode_plain, warm", prompts, passes, [&] {
@@ -134,10 +135,11 @@ int main(int argc, char** argv) {
     }));
 
     auto sp = ctok::text::load_sentencepiece(spm);
-    sp->add_custom_token("<my-dress>");
+    ctok::text::CustomTokens sp_custom;
+    sp_custom.add(*sp, "<my-dress>");
     rows.push_back(measure("sentencepiece (fixture model)", prompts, passes, [&] {
       size_t tokens = 0;
-      for (const auto& p : prompts) tokens += static_cast<size_t>(sp->encode(p, 77).eos_index + 1);
+      for (const auto& p : prompts) tokens += static_cast<size_t>(sp->encode(p, 77, sp_custom).eos_index + 1);
       return tokens;
     }));
 

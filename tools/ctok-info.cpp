@@ -200,20 +200,21 @@ int tokenize(const TokenizeOptions& o, const ctok::tool::CommonOptions& common, 
     }
     if (context == 0) context = m.text.context_length;
   }
-  for (const auto& t : o.tokens) tok->add_custom_token(t);
+  ctok::text::CustomTokens custom;
+  for (const auto& t : o.tokens) custom.add(*tok, t);
 
   if (o.text.empty()) {  // batch mode: one JSON line per input line
     if (::isatty(STDIN_FILENO)) spdlog::info("reading texts from stdin, one per line (Ctrl-D ends)");
     std::string line;
     while (std::getline(std::cin, line)) {
       if (!line.empty() && line.back() == '\r') line.pop_back();
-      std::printf("%s\n", dump(encoding_json(line, tok->encode(line, context), context)).c_str());
+      std::printf("%s\n", dump(encoding_json(line, tok->encode(line, context, custom), context)).c_str());
     }
     return 0;
   }
   std::string text;
   for (const auto& w : o.text) text += (text.empty() ? "" : " ") + w;
-  const ctok::text::Encoding e = tok->encode(text, context);
+  const ctok::text::Encoding e = tok->encode(text, context, custom);
   if (o.json_output) {
     std::printf("%s\n", dump(encoding_json(text, e, context)).c_str());
     return 0;

@@ -194,7 +194,7 @@ int run_concepts(const Options& o) {
   for (const auto& r : requests) inversion = inversion || r.config.lambda_inv > 0;
   model::Bundle bundle = load_bundle(o, inversion, generate);
   for (auto& r : requests) {
-    bundle.tokenizer().add_custom_token(r.token);  // a name the vocabulary has as one piece: exit 2 now
+    bundle.tokenizer().check_custom_token(r.token);  // a name the vocabulary has as one piece: exit 2 now
     if (r.negatives.empty() && r.negatives_source.empty() && generate) token::attach_generated_negatives(bundle, r, n);
   }
   fs::create_directories(o.out);

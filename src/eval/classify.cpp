@@ -101,7 +101,7 @@ const std::vector<std::string>& classify_methods() {
   return m;
 }
 
-EvalSummary run_classification(model::Bundle& bundle, const ClassifyOptions& o) {
+EvalSummary run_classification(const model::Bundle& bundle, const ClassifyOptions& o) {
   const auto t0 = Clock::now();
   if (o.out.empty()) throw bad_input("no output folder given").key("out");
   for (const auto& m : o.methods) {

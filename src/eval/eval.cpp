@@ -183,7 +183,7 @@ std::string alpha_key(double a) {
 
 class Evaluation {
  public:
-  Evaluation(model::Bundle& bundle, const EvalOptions& o) : bundle_(bundle), o_(o), clip_(bundle) {}
+  Evaluation(const model::Bundle& bundle, const EvalOptions& o) : bundle_(bundle), o_(o), clip_(bundle) {}
 
   EvalSummary run();
 
@@ -208,7 +208,7 @@ class Evaluation {
   std::string token_path(const data::Concept& c, uint64_t seed, const std::string& method) const;
   bool has_extras() const;
 
-  model::Bundle& bundle_;
+  const model::Bundle& bundle_;
   const EvalOptions& o_;
   model::ClipModel clip_;
   data::Split split_;
@@ -946,7 +946,7 @@ EvalSummary Evaluation::run() {
 
 }  // namespace
 
-EvalSummary run_retrieval(model::Bundle& bundle, const EvalOptions& options) {
+EvalSummary run_retrieval(const model::Bundle& bundle, const EvalOptions& options) {
   Evaluation e(bundle, options);
   return e.run();
 }

@@ -328,7 +328,7 @@ Json classification_metrics(const eval::ClassifyOptions& o, const Json& m) {
 
 // --- renders: every learned method's token of the first `n` concepts, seed 0 -----------
 
-void render_tokens(model::Bundle& bundle, const std::string& eval_dir, const std::vector<eval::UnitRecord>& records,
+void render_tokens(const model::Bundle& bundle, const std::string& eval_dir, const std::vector<eval::UnitRecord>& records,
                    const std::vector<std::string>& methods, int n, int steps, const std::string& png) {
   model::TokenVectors vectors;
   std::vector<std::string> prompts, labels;
@@ -386,7 +386,7 @@ Options for_cell(Options o, const std::string& out, const EvalCellOptions& cell,
 
 // --- bundles: one per worker thread and folder -------------------------------------------
 
-model::Bundle& bundle_for(const std::string& dir, const EvalCellOptions& o) {
+const model::Bundle& bundle_for(const std::string& dir, const EvalCellOptions& o) {
   thread_local std::map<std::string, std::unique_ptr<model::Bundle>> cache;
   auto& b = cache[dir];
   if (!b) {
@@ -441,7 +441,7 @@ CellRunner eval_runner(const EvalCellOptions& options) {
   return [options](const Json& config, const std::string& dir, const std::atomic<bool>& stop) -> Json {
     const Resolved r = resolve(config, dir + "/config.json");
     const CellLog log(dir + "/log");
-    model::Bundle& bundle = bundle_for(r.bundle, options);
+    const model::Bundle& bundle = bundle_for(r.bundle, options);
     const std::string out = dir + "/eval";
     Json metrics;
     std::vector<eval::UnitRecord> records;

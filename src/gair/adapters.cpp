@@ -8,7 +8,7 @@
 
 namespace ctok::gair::detail {
 
-std::vector<image::Image> render_hidden(model::Bundle& bundle, const torch::Tensor& cond,
+std::vector<image::Image> render_hidden(const model::Bundle& bundle, const torch::Tensor& cond,
                                         const GenerateSettings& g, const StepCallback& on_step) {
   model::ClipModel clip(bundle);
   model::DiffusionModel diffusion(bundle);  // bad_input without diffusion models

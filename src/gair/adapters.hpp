@@ -16,7 +16,7 @@ namespace ctok::gair::detail {
 // Renders conditioning `cond` [P, L, W] (hidden states of the text encoder), n images per
 // row, image j of every row from seed + j; prompt-major 8-bit RGB.
 // Agreed replacement: model::generate_from_hidden + model::to_images.
-std::vector<image::Image> render_hidden(model::Bundle& bundle, const torch::Tensor& cond,
+std::vector<image::Image> render_hidden(const model::Bundle& bundle, const torch::Tensor& cond,
                                         const GenerateSettings& settings, const StepCallback& on_step);
 
 // The bundle's CLIP image preprocessing (size, mean, std from the manifest).

@@ -188,7 +188,7 @@ Query parse_query(const std::string& text, const std::string& token, const std::
   return q;
 }
 
-torch::Tensor image_features(model::Bundle& bundle, const std::vector<image::Image>& images) {
+torch::Tensor image_features(const model::Bundle& bundle, const std::vector<image::Image>& images) {
   const image::Preprocess pre = detail::clip_preprocess(bundle);
   std::vector<image::FloatImage> px;
   px.reserve(images.size());
@@ -197,7 +197,7 @@ torch::Tensor image_features(model::Bundle& bundle, const std::vector<image::Ima
   return model::l2_normalize(clip.encode_images(px));
 }
 
-Correction correct_and_score(model::Bundle& bundle, const model::TokenVectors& tokens, const Query& query,
+Correction correct_and_score(const model::Bundle& bundle, const model::TokenVectors& tokens, const Query& query,
                              const torch::Tensor& concept_features, const GairOptions& options,
                              const StepCallback& on_step) {
   validate(options);

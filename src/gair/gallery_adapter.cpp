@@ -14,7 +14,7 @@ namespace ctok::gair::detail {
 
 namespace fs = std::filesystem;
 
-Gallery embed_split(model::Bundle& bundle, const data::Split& split, const std::string& root, int threads, bool quiet) {
+Gallery embed_split(const model::Bundle& bundle, const data::Split& split, const std::string& root, int threads, bool quiet) {
   Gallery g;
   const std::vector<data::Crop> crops = data::gallery(split);
   if (crops.empty()) throw bad_input("the split has no shop item with style > 0 to search").file(split.dir);
@@ -52,7 +52,7 @@ Gallery embed_split(model::Bundle& bundle, const data::Split& split, const std::
   return g;
 }
 
-Gallery open_store(const std::string& dir, model::Bundle& bundle) {
+Gallery open_store(const std::string& dir, const model::Bundle& bundle) {
   if (!directory_exists(dir)) throw bad_input("gallery store not found or not a folder").file(dir).key("gallery");
   // Refuses a store of another bundle (both hashes named) or a half-built one.
   const retrieval::GalleryStore st = retrieval::GalleryStore::open(dir, bundle);

@@ -12,10 +12,10 @@ namespace ctok::gair::detail {
 
 // Every shop crop of the split (the protocol's gallery), embedded with the bundle's image
 // encoder; keys: pair_id, style, category_name, source, color, pattern (when present).
-Gallery embed_split(model::Bundle& bundle, const data::Split& split, const std::string& root, int threads, bool quiet);
+Gallery embed_split(const model::Bundle& bundle, const data::Split& split, const std::string& root, int threads, bool quiet);
 
 // A gallery store built by ctok-index / ctok-eval; bad_input when unreadable, half-built or
 // embedded by another bundle.
-Gallery open_store(const std::string& dir, model::Bundle& bundle);
+Gallery open_store(const std::string& dir, const model::Bundle& bundle);
 
 }  // namespace ctok::gair::detail

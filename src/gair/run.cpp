@@ -92,7 +92,7 @@ void check_output_dir(const std::string& dir, bool force) {
   if (access(parent.c_str(), W_OK) != 0) throw bad_input("cannot write into the output folder's parent").file(parent.string());
 }
 
-GairRun run(model::Bundle& bundle, const GairRequest& r, const GairOptions& options, bool quiet) {
+GairRun run(const model::Bundle& bundle, const GairRequest& r, const GairOptions& options, bool quiet) {
   const auto t_start = Clock::now();
   validate(options);
   if (r.df2_root.empty() == r.store.empty()) {

@@ -275,7 +275,6 @@ torch::Device Bundle::device() const { return impl_->device; }
 torch::ScalarType Bundle::dtype() const { return impl_->dtype; }
 Precision Bundle::precision() const { return impl_->options.precision; }
 const std::string& Bundle::text_encoder_sha256() const { return impl_->text_sha256; }
-text::Tokenizer& Bundle::tokenizer() { return *impl_->tokenizer; }
 const text::Tokenizer& Bundle::tokenizer() const { return *impl_->tokenizer; }
 int64_t Bundle::context_length() const { return impl_->manifest.text.context_length; }
 int64_t Bundle::width() const { return impl_->manifest.text.width; }
@@ -284,10 +283,10 @@ int64_t Bundle::vocab_size() const { return impl_->manifest.text.vocab_size; }
 int64_t Bundle::image_size() const { return impl_->manifest.image.size; }
 int64_t Bundle::image_feature_dim() const { return impl_->manifest.image.feature_dim; }
 double Bundle::logit_scale() const { return impl_->manifest.logit_scale; }
-torch::jit::Module& Bundle::text_encoder() { return impl_->text_encoder; }
+torch::jit::Module& Bundle::text_encoder() const { return impl_->text_encoder; }
 const torch::Tensor& Bundle::token_embedding() const { return impl_->token_embedding; }
 
-torch::jit::Module& Bundle::image_encoder() {
+torch::jit::Module& Bundle::image_encoder() const {
   if (!impl_->image_loaded) throw runtime_failure("bundle loaded without its image encoder (load_image = false)");
   return impl_->image_encoder;
 }
@@ -297,17 +296,17 @@ bool Bundle::diffusion_loaded() const { return impl_->diffusion_loaded; }
 bool Bundle::image_loaded() const { return impl_->image_loaded; }
 bool Bundle::has_vae() const { return impl_->vae; }
 
-torch::jit::Module& Bundle::unet() {
+torch::jit::Module& Bundle::unet() const {
   if (!impl_->diffusion_loaded) throw runtime_failure("bundle loaded without diffusion models (load_diffusion = false)");
   return impl_->unet;
 }
 
-torch::jit::Module& Bundle::vae_encoder() {
+torch::jit::Module& Bundle::vae_encoder() const {
   if (!impl_->vae) throw runtime_failure("bundle has no VAE loaded");
   return impl_->vae_encoder;
 }
 
-torch::jit::Module& Bundle::vae_decoder() {
+torch::jit::Module& Bundle::vae_decoder() const {
   if (!impl_->vae) throw runtime_failure("bundle has no VAE loaded");
   return impl_->vae_decoder;
 }

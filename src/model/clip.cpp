@@ -45,9 +45,9 @@ std::string short_prompt(const std::string& p) {
 
 }  // namespace
 
-ClipModel::ClipModel(Bundle& bundle) : bundle_(bundle) {}
+ClipModel::ClipModel(const Bundle& bundle) : bundle_(bundle) {}
 
-void ClipModel::check_tokens(const TokenVectors& tokens) {
+void ClipModel::check_tokens(const TokenVectors& tokens) const {
   const int64_t width = bundle_.width();
   for (const auto& [name, v] : tokens) {
     if (!v.defined() || v.dim() != 2 || v.size(0) < 1) {
@@ -64,11 +64,11 @@ void ClipModel::check_tokens(const TokenVectors& tokens) {
       torch::NoGradGuard no_grad;
       if (!torch::isfinite(v).all().item<bool>()) throw bad_input("token vectors contain NaN or Inf").key(name);
     }
-    bundle_.tokenizer().add_custom_token(name);
+    bundle_.tokenizer().check_custom_token(name);
   }
 }
 
-PromptBatch ClipModel::tokenize(const std::vector<std::string>& prompts, const TokenVectors& tokens) {
+PromptBatch ClipModel::tokenize(const std::vector<std::string>& prompts, const TokenVectors& tokens) const {
   check_tokens(tokens);
   std::map<std::string, int64_t> lengths;
   for (const auto& [name, v] : tokens) lengths[name] = v.size(0);
@@ -76,11 +76,12 @@ PromptBatch ClipModel::tokenize(const std::vector<std::string>& prompts, const T
 }
 
 PromptBatch ClipModel::tokenize(const std::vector<std::string>& prompts,
-                                const std::map<std::string, int64_t>& token_lengths) {
-  auto& tok = bundle_.tokenizer();
+                                const std::map<std::string, int64_t>& token_lengths) const {
+  const text::Tokenizer& tok = bundle_.tokenizer();
+  text::CustomTokens custom;  // this request's table, in token_lengths' (sorted) order
   for (const auto& [name, n] : token_lengths) {
     if (n < 1) throw bad_input("a custom token needs at least one vector").key(name).found(std::to_string(n));
-    tok.add_custom_token(name);
+    custom.add(tok, name);
   }
   if (prompts.empty()) throw bad_input("no prompt to encode");
   const int64_t L = bundle_.context_length();
@@ -89,6 +90,7 @@ PromptBatch ClipModel::tokenize(const std::vector<std::string>& prompts,
 
   PromptBatch batch;
   batch.prompts = prompts;
+  batch.custom = custom;
   batch.ids = torch::empty({B, L}, torch::kLong);
   batch.eos_index = torch::empty({B}, torch::kLong);
   batch.truncated.assign(prompts.size(), 0);
@@ -109,7 +111,7 @@ PromptBatch ClipModel::tokenize(const std::vector<std::string>& prompts,
             .key("prompt " + std::to_string(b + 1));
       }
     }
-    text::Encoding enc = tok.encode(prompt, L);
+    text::Encoding enc = tok.encode(prompt, L, custom);
     bool multi = false;
     for (const auto& [pos, name] : enc.custom) {
       if (!known(name)) {
@@ -127,7 +129,7 @@ PromptBatch ClipModel::tokenize(const std::vector<std::string>& prompts,
       for (const auto& [pos, name] : enc.custom) batch.slots.push_back({b, pos, name, 0});
     } else {
       // Expand each n-vector token to n positions, then truncate ourselves.
-      text::Encoding full = tok.encode(prompt, enc.eos_index + enc.truncated + 1);
+      text::Encoding full = tok.encode(prompt, enc.eos_index + enc.truncated + 1, custom);
       std::map<int64_t, std::string> at;
       for (const auto& [pos, name] : full.custom) at[pos] = name;
       std::vector<int64_t> content;
@@ -171,7 +173,7 @@ PromptBatch ClipModel::tokenize(const std::vector<std::string>& prompts,
   return batch;
 }
 
-torch::Tensor ClipModel::embed(const PromptBatch& batch, const TokenVectors& tokens) {
+torch::Tensor ClipModel::embed(const PromptBatch& batch, const TokenVectors& tokens) const {
   const torch::Tensor& table = bundle_.token_embedding();
   const int64_t B = batch.ids.size(0), L = batch.ids.size(1), W = table.size(1);
   torch::Tensor ids = batch.ids.clone();
@@ -207,7 +209,7 @@ torch::Tensor ClipModel::embed(const PromptBatch& batch, const TokenVectors& tok
   return at::index_put(embeds, index, values);
 }
 
-TextEncoding ClipModel::encode_embeds(const torch::Tensor& embeds, const torch::Tensor& eos_index) {
+TextEncoding ClipModel::encode_embeds(const torch::Tensor& embeds, const torch::Tensor& eos_index) const {
   const int64_t L = bundle_.context_length(), W = bundle_.width();
   if (embeds.dim() != 3 || embeds.size(2) != W || embeds.size(1) > L) {
     throw bad_input("text embeddings have the wrong shape")
@@ -229,7 +231,7 @@ TextEncoding ClipModel::encode_embeds(const torch::Tensor& embeds, const torch::
   return enc;
 }
 
-TextEncoding ClipModel::encode(const PromptBatch& batch, const TokenVectors& tokens) {
+TextEncoding ClipModel::encode(const PromptBatch& batch, const TokenVectors& tokens) const {
   if (any_requires_grad(tokens, batch.token_lengths)) {
     return encode_embeds(embed(batch, tokens), batch.eos_index);
   }
@@ -245,11 +247,11 @@ TextEncoding ClipModel::encode(const PromptBatch& batch, const TokenVectors& tok
   return enc;
 }
 
-TextEncoding ClipModel::encode_text(const std::vector<std::string>& prompts, const TokenVectors& tokens) {
+TextEncoding ClipModel::encode_text(const std::vector<std::string>& prompts, const TokenVectors& tokens) const {
   return encode(tokenize(prompts, tokens), tokens);
 }
 
-torch::Tensor ClipModel::encode_images(const torch::Tensor& pixels, int64_t batch_size) {
+torch::Tensor ClipModel::encode_images(const torch::Tensor& pixels, int64_t batch_size) const {
   const int64_t S = bundle_.image_size();
   if (pixels.dim() != 4 || pixels.size(1) != 3 || pixels.size(2) != S || pixels.size(3) != S) {
     throw bad_input("image batch has the wrong shape for this bundle")
@@ -274,7 +276,7 @@ torch::Tensor ClipModel::encode_images(const torch::Tensor& pixels, int64_t batc
   return out.clone();
 }
 
-torch::Tensor ClipModel::encode_images(const std::vector<image::FloatImage>& images, int64_t batch_size) {
+torch::Tensor ClipModel::encode_images(const std::vector<image::FloatImage>& images, int64_t batch_size) const {
   return encode_images(stack_images(images), batch_size);
 }
 

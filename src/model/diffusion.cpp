@@ -5,7 +5,7 @@
 
 namespace ctok::model {
 
-DiffusionModel::DiffusionModel(Bundle& bundle) : bundle_(bundle) {
+DiffusionModel::DiffusionModel(const Bundle& bundle) : bundle_(bundle) {
   if (!bundle.has_diffusion()) {
     throw bad_input("bundle " + bundle.name() + " has no diffusion models (no \"diffusion\" section in bundle.json); "
                     "rendering and the inversion loss need a UNet")

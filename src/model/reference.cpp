@@ -65,11 +65,11 @@ ReferenceCheck compare(const std::string& key, const torch::Tensor& ours, const 
 
 }  // namespace
 
-std::vector<ReferenceCheck> check_reference(Bundle& bundle) {
+std::vector<ReferenceCheck> check_reference(const Bundle& bundle) {
   return check_reference(bundle, default_tolerance(bundle.precision()));
 }
 
-std::vector<ReferenceCheck> check_reference(Bundle& bundle, const Tolerance& tol, const std::string& path_in) {
+std::vector<ReferenceCheck> check_reference(const Bundle& bundle, const Tolerance& tol, const std::string& path_in) {
   const std::string path = path_in.empty() ? reference_path(bundle) : path_in;
   if (path.empty()) throw bad_input("bundle " + bundle.name() + " has no reference.safetensors").file(bundle.dir());
   const SafetensorsFile file = read_safetensors(path);

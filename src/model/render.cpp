@@ -156,7 +156,7 @@ std::vector<image::Image> to_images(const torch::Tensor& decoded) {
   return out;
 }
 
-RenderResult render(Bundle& bundle, const TokenVectors& tokens, const RenderOptions& o, const StepCallback& on_step) {
+RenderResult render(const Bundle& bundle, const TokenVectors& tokens, const RenderOptions& o, const StepCallback& on_step) {
   validate(o, bundle);
   const auto t0 = std::chrono::steady_clock::now();
   ClipModel clip(bundle);

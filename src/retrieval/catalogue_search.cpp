@@ -116,7 +116,7 @@ std::vector<CatalogueQuery> read_query_file(const std::string& path) {
   return q;
 }
 
-torch::Tensor encode_queries(model::Bundle& bundle, const std::vector<CatalogueQuery>& queries,
+torch::Tensor encode_queries(const model::Bundle& bundle, const std::vector<CatalogueQuery>& queries,
                              const model::TokenVectors& tokens, int threads) {
   if (queries.empty()) throw bad_input("no query given").key("query");
   torch::NoGradGuard ng;

@@ -228,9 +228,7 @@ GalleryInfo build_gallery_store(const model::Bundle& bundle, const std::vector<G
   }
   write_gallery_info(g);
 
-  // Encoding needs the image encoder; ClipModel takes Bundle& until interface 1 (seams)
-  // lands; it only runs the image encoder in inference mode here.
-  model::ClipModel clip(const_cast<model::Bundle&>(bundle));
+  model::ClipModel clip(bundle);
   const auto& spec = bundle.manifest().image;
   image::Preprocess pre{static_cast<int>(spec.size),
                         {float(spec.mean[0]), float(spec.mean[1]), float(spec.mean[2])},

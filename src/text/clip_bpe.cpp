@@ -289,9 +289,8 @@ std::vector<int64_t> ClipBpeTokenizer::encode_plain(const std::string& text) con
 
 std::string ClipBpeTokenizer::id_to_piece(int64_t id) const {
   if (id >= 0 && id < vocab_size()) return vocab_[static_cast<size_t>(id)];
-  if (const std::string* s = custom_token_string(id)) return *s;
   throw bad_input("token id out of range")
-      .expected("0.." + std::to_string(vocab_size() + static_cast<int64_t>(custom_tokens().size()) - 1))
+      .expected("0.." + std::to_string(vocab_size() - 1))
       .found(std::to_string(id));
 }
 

@@ -203,10 +203,9 @@ std::vector<int64_t> SentencePieceTokenizer::encode_plain(const std::string& tex
 }
 
 std::string SentencePieceTokenizer::id_to_piece(int64_t id) const {
-  if (const std::string* s = custom_token_string(id)) return *s;
   if (id < 0 || id >= vocab_size_)
     throw bad_input("token id out of range")
-        .expected("0.." + std::to_string(vocab_size_ + static_cast<int64_t>(custom_tokens().size()) - 1))
+        .expected("0.." + std::to_string(vocab_size_ - 1))
         .found(std::to_string(id));
   char buf[256];
   const int64_t len = api_->id_to_piece(model_, static_cast<int32_t>(id), buf, sizeof buf);

@@ -8,8 +8,7 @@
 
 namespace ctok::text {
 
-int64_t Tokenizer::add_custom_token(const std::string& token) {
-  if (const int64_t id = custom_token_id(token); id >= 0) return id;
+void Tokenizer::check_custom_token(const std::string& token) const {
   if (token.empty()) throw bad_input("a custom token must not be empty");
   if (!unicode::is_valid_utf8(token)) throw bad_input("a custom token must be valid UTF-8").found(token);
   const std::u32string chars = unicode::decode_utf8(token);
@@ -21,19 +20,27 @@ int64_t Tokenizer::add_custom_token(const std::string& token) {
     throw bad_input("custom token \"" + token + "\" collides with a word the " + type() +
                     " tokenizer already knows as one piece (" + why +
                     "); choose a string that is not a word, e.g. <" + token + ">");
-  custom_.push_back(token);
-  return vocab_size() + static_cast<int64_t>(custom_.size()) - 1;
 }
 
-int64_t Tokenizer::custom_token_id(const std::string& token) const {
-  const auto it = std::find(custom_.begin(), custom_.end(), token);
-  if (it == custom_.end()) return -1;
-  return vocab_size() + static_cast<int64_t>(it - custom_.begin());
+int64_t CustomTokens::add(const Tokenizer& tok, const std::string& token) {
+  if (!tokens_.empty() && first_id_ != tok.vocab_size())
+    throw runtime_failure("custom token table used with tokenizers of different vocabulary sizes");
+  if (const int64_t existing = id(token); existing >= 0) return existing;
+  tok.check_custom_token(token);
+  first_id_ = tok.vocab_size();
+  tokens_.push_back(token);
+  return first_id_ + static_cast<int64_t>(tokens_.size()) - 1;
 }
 
-const std::string* Tokenizer::custom_token_string(int64_t id) const {
-  const int64_t v = vocab_size();
-  if (id >= v && id < v + static_cast<int64_t>(custom_.size())) return &custom_[static_cast<size_t>(id - v)];
+int64_t CustomTokens::id(const std::string& token) const {
+  const auto it = std::find(tokens_.begin(), tokens_.end(), token);
+  if (it == tokens_.end()) return -1;
+  return first_id_ + static_cast<int64_t>(it - tokens_.begin());
+}
+
+const std::string* CustomTokens::token(int64_t id) const {
+  if (id >= first_id_ && id < first_id_ + static_cast<int64_t>(tokens_.size()))
+    return &tokens_[static_cast<size_t>(id - first_id_)];
   return nullptr;
 }
 
@@ -44,8 +51,9 @@ std::string Tokenizer::known_as_single_piece(const std::string& token) const {
   return {};
 }
 
-std::vector<Segment> Tokenizer::split_custom(const std::string& text) const {
+std::vector<Segment> Tokenizer::split_custom(const std::string& text, const CustomTokens& table) const {
   std::vector<Segment> out;
+  const std::vector<std::string>& custom_ = table.tokens();
   if (custom_.empty()) {
     if (!text.empty()) out.push_back({text, -1});
     return out;
@@ -67,7 +75,7 @@ std::vector<Segment> Tokenizer::split_custom(const std::string& text) const {
       continue;
     }
     if (i > start) out.push_back({text.substr(start, i - start), -1});
-    out.push_back({custom_[static_cast<size_t>(best)], vocab_size() + best});
+    out.push_back({custom_[static_cast<size_t>(best)], table.id(custom_[static_cast<size_t>(best)])});
     i += best_len;
     start = i;
   }
@@ -75,7 +83,7 @@ std::vector<Segment> Tokenizer::split_custom(const std::string& text) const {
   return out;
 }
 
-Encoding Tokenizer::encode(const std::string& text, int64_t context_length) const {
+Encoding Tokenizer::encode(const std::string& text, int64_t context_length, const CustomTokens& table) const {
   const SpecialIds& sp = special_;
   const int64_t reserved = (sp.bos >= 0 ? 1 : 0) + (sp.eos >= 0 ? 1 : 0);
   if (context_length < std::max<int64_t>(reserved, 1))
@@ -86,7 +94,7 @@ Encoding Tokenizer::encode(const std::string& text, int64_t context_length) cons
   // Ordinary ids with custom tokens spliced in; custom positions relative to the tokens.
   std::vector<int64_t> tokens;
   std::vector<std::pair<int64_t, std::string>> custom;
-  for (const Segment& seg : split_custom(text)) {
+  for (const Segment& seg : split_custom(text, table)) {
     if (seg.custom_id >= 0) {
       custom.emplace_back(static_cast<int64_t>(tokens.size()), seg.text);
       tokens.push_back(seg.custom_id);
@@ -108,7 +116,10 @@ Encoding Tokenizer::encode(const std::string& text, int64_t context_length) cons
   // Without an eos id the last real token plays its part (pooling position).
   e.eos_index = std::max<int64_t>(static_cast<int64_t>(e.ids.size()) - 1, 0);
   e.pieces.reserve(e.ids.size());
-  for (int64_t id : e.ids) e.pieces.push_back(id_to_piece(id));
+  for (int64_t id : e.ids) {
+    const std::string* t = table.token(id);
+    e.pieces.push_back(t ? *t : id_to_piece(id));
+  }
   for (auto& [pos, token] : custom)
     if (pos < keep) e.custom.emplace_back(pos + offset, std::move(token));
   e.ids.resize(static_cast<size_t>(context_length), sp.pad >= 0 ? sp.pad : 0);

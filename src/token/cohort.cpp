@@ -133,7 +133,7 @@ void cohort_step(std::vector<Member*>& members, std::vector<CohortResult>& resul
 
 }  // namespace
 
-std::vector<CohortResult> learn_cohort(model::Bundle& bundle, const std::vector<LearnRequest>& requests,
+std::vector<CohortResult> learn_cohort(const model::Bundle& bundle, const std::vector<LearnRequest>& requests,
                                        const CohortOptions& options) {
   std::vector<CohortResult> results(requests.size());
   if (!options.checkpoint_paths.empty() && options.checkpoint_paths.size() != requests.size()) {

@@ -96,7 +96,7 @@ torch::Tensor from_data(const TensorData& t) {
 
 }  // namespace
 
-ImageCache build_image_cache(model::Bundle& bundle, model::ClipModel& clip, model::DiffusionModel* diffusion,
+ImageCache build_image_cache(const model::Bundle& bundle, model::ClipModel& clip, model::DiffusionModel* diffusion,
                              const ImageCacheRequest& r) {
   ImageCache out;
   const int V = r.variants;

@@ -43,7 +43,7 @@ image::Box variant_box(const image::Box& base, int width, int height, int varian
 bool variant_flipped(int variant, bool flip);
 
 // bad_input when no positive image can be decoded (every file named with its problem).
-ImageCache build_image_cache(model::Bundle& bundle, model::ClipModel& clip, model::DiffusionModel* diffusion,
+ImageCache build_image_cache(const model::Bundle& bundle, model::ClipModel& clip, model::DiffusionModel* diffusion,
                              const ImageCacheRequest& request);
 
 }  // namespace ctok::token

@@ -74,7 +74,7 @@ void Learner::Impl::setup() {
     throw bad_input("the parent concept is empty").key("parent").expected("a word such as dress");
   }
   // A string the tokenizer already knows as one piece cannot be told apart from that word.
-  bundle.tokenizer().add_custom_token(req.token);
+  bundle.tokenizer().check_custom_token(req.token);
   if (use_inv()) {
     if (!bundle.has_diffusion()) {
       throw bad_input("the inversion loss (lambda_inv " + fmt_double(cfg.lambda_inv) + ") needs a UNet, and bundle " +
@@ -432,7 +432,7 @@ std::string Learner::Impl::fingerprint_config() const {
   return j.dump();
 }
 
-Learner::Learner(model::Bundle& bundle, LearnRequest request)
+Learner::Learner(const model::Bundle& bundle, LearnRequest request)
     : impl_(std::make_unique<Impl>(bundle, std::move(request))) {
   impl_->setup();
 }

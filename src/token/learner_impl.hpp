@@ -20,7 +20,7 @@
 namespace ctok::token {
 
 struct Learner::Impl {
-  model::Bundle& bundle;
+  const model::Bundle& bundle;
   LearnRequest req;
   LearnConfig cfg;
   mutable model::ClipModel clip;  // encode() is not const; the learner's prompts are fixed
@@ -59,7 +59,7 @@ struct Learner::Impl {
   // the loss curve of the token file's metrics (checkpointed).
   std::vector<float> curve;  // 4 per step
 
-  Impl(model::Bundle& b, LearnRequest r) : bundle(b), req(std::move(r)), cfg(req.config), clip(b) {}
+  Impl(const model::Bundle& b, LearnRequest r) : bundle(b), req(std::move(r)), cfg(req.config), clip(b) {}
 
   bool use_inv() const { return cfg.lambda_inv > 0; }
   bool use_cls() const { return cfg.lambda_cls > 0; }

@@ -155,7 +155,7 @@ std::vector<std::string> generated_negative_words(const std::string& parent, con
   return words;
 }
 
-std::vector<ImageSource> generate_negatives(model::Bundle& bundle, const GeneratedNegativeOptions& o) {
+std::vector<ImageSource> generate_negatives(const model::Bundle& bundle, const GeneratedNegativeOptions& o) {
   if (o.words.empty()) throw bad_input("no class word to generate negatives for").key("negative words");
   if (o.n < 1) throw bad_input("generated negatives per word must be at least 1").key("n").found(std::to_string(o.n));
   if (!bundle.diffusion_loaded()) {
@@ -280,7 +280,7 @@ bool attach_given_negatives(LearnRequest& r, const NegativeSourceOptions& o) {
   return r.negatives.empty() && r.negatives_source.empty();
 }
 
-void attach_generated_negatives(model::Bundle& bundle, LearnRequest& r, const NegativeSourceOptions& o) {
+void attach_generated_negatives(const model::Bundle& bundle, LearnRequest& r, const NegativeSourceOptions& o) {
   if (!bundle.diffusion_loaded()) {
     spdlog::warn("bundle {} has no diffusion models loaded to generate negatives with; give --negatives DIR or "
                  "--negatives-from ROOT", bundle.name());

@@ -6,7 +6,7 @@ namespace ctok::token {
 
 namespace {
 
-std::vector<int64_t> word_ids(model::Bundle& bundle, const std::string& word) {
+std::vector<int64_t> word_ids(const model::Bundle& bundle, const std::string& word) {
   if (word.find_first_not_of(" \t\r\n") == std::string::npos) throw bad_input("an empty word has no embedding");
   std::vector<int64_t> ids = bundle.tokenizer().encode_plain(word);
   if (ids.empty()) throw bad_input("the word \"" + word + "\" encodes to no piece");
@@ -29,14 +29,14 @@ std::size_t utf8_length(const std::string& s) {
 
 }  // namespace
 
-torch::Tensor word_embedding(model::Bundle& bundle, const std::string& word) {
+torch::Tensor word_embedding(const model::Bundle& bundle, const std::string& word) {
   const auto ids = word_ids(bundle, word);
   const torch::Tensor& table = bundle.token_embedding();
   auto index = torch::tensor(ids, torch::kLong).to(table.device());
   return table.index_select(0, index).to(torch::kFloat32).mean(0);
 }
 
-bool tokenizer_knows(model::Bundle& bundle, const std::string& word) {
+bool tokenizer_knows(const model::Bundle& bundle, const std::string& word) {
   const auto ids = word_ids(bundle, word);
   bool has_long_piece = false;
   for (int64_t id : ids) {
@@ -47,12 +47,12 @@ bool tokenizer_knows(model::Bundle& bundle, const std::string& word) {
   return has_long_piece || ids.size() == 1;
 }
 
-double mean_vocab_norm(model::Bundle& bundle) {
+double mean_vocab_norm(const model::Bundle& bundle) {
   torch::NoGradGuard no_grad;
   return bundle.token_embedding().to(torch::kFloat64).norm(2, 1).mean().item<double>();
 }
 
-Subspace build_subspace(model::Bundle& bundle, const std::vector<std::string>& words, const SubspaceOptions& options) {
+Subspace build_subspace(const model::Bundle& bundle, const std::vector<std::string>& words, const SubspaceOptions& options) {
   torch::NoGradGuard no_grad;
   Subspace s;
   std::vector<torch::Tensor> rows;

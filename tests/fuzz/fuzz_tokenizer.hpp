@@ -23,7 +23,6 @@ class ByteTokenizer final : public ctok::text::Tokenizer {
     return ids;
   }
   std::string id_to_piece(int64_t id) const override {
-    if (const std::string* s = custom_token_string(id)) return *s;
     if (id >= 256 && id <= 258) return id == 256 ? "<bos>" : id == 257 ? "<eos>" : "<pad>";
     if (id < 0 || id >= 256) throw ctok::bad_input("byte id out of range");
     return std::string(1, static_cast<char>(id));
@@ -36,15 +35,16 @@ class ByteTokenizer final : public ctok::text::Tokenizer {
   std::string type() const override { return "bytes"; }
 };
 
-// What encode(text, context_length) promises when it succeeds.
-inline void check_encoding(const ctok::text::Tokenizer& tok, const std::string& text, int64_t ctx) {
+// What encode(text, context_length, custom) promises when it succeeds.
+inline void check_encoding(const ctok::text::Tokenizer& tok, const ctok::text::CustomTokens& custom,
+                           const std::string& text, int64_t ctx) {
   ctok::text::Encoding e;
-  if (!run_guarded([&] { e = tok.encode(text, ctx); })) {
+  if (!run_guarded([&] { e = tok.encode(text, ctx, custom); })) {
     const int64_t reserved = (tok.special().bos >= 0) + (tok.special().eos >= 0);
     CTOK_FUZZ_CHECK(ctx < std::max<int64_t>(reserved, 1), "encode refused a usable context length");
     return;
   }
-  const int64_t n_ids = tok.vocab_size() + static_cast<int64_t>(tok.custom_tokens().size());
+  const int64_t n_ids = tok.vocab_size() + static_cast<int64_t>(custom.size());
   CTOK_FUZZ_CHECK(static_cast<int64_t>(e.ids.size()) == ctx, "ids not padded to context_length");
   CTOK_FUZZ_CHECK(e.truncated >= 0, "negative truncation");
   CTOK_FUZZ_CHECK(static_cast<int64_t>(e.pieces.size()) <= ctx, "more pieces than positions");
@@ -55,12 +55,14 @@ inline void check_encoding(const ctok::text::Tokenizer& tok, const std::string& 
   const auto& sp = tok.special();
   if (sp.bos >= 0) CTOK_FUZZ_CHECK(e.ids[0] == sp.bos, "bos missing");
   if (sp.eos >= 0) CTOK_FUZZ_CHECK(e.ids[static_cast<size_t>(e.eos_index)] == sp.eos, "eos missing");
-  for (size_t i = 0; i < e.pieces.size(); ++i)
-    CTOK_FUZZ_CHECK(e.pieces[i] == tok.id_to_piece(e.ids[i]), "piece does not match its id");
+  for (size_t i = 0; i < e.pieces.size(); ++i) {
+    const std::string* t = custom.token(e.ids[i]);
+    CTOK_FUZZ_CHECK(e.pieces[i] == (t ? *t : tok.id_to_piece(e.ids[i])), "piece does not match its id");
+  }
   int64_t last = -1;
   for (const auto& [pos, token] : e.custom) {
     CTOK_FUZZ_CHECK(pos > last && pos < static_cast<int64_t>(e.pieces.size()), "custom position out of order or range");
-    CTOK_FUZZ_CHECK(e.ids[static_cast<size_t>(pos)] == tok.custom_token_id(token), "custom position holds another id");
+    CTOK_FUZZ_CHECK(e.ids[static_cast<size_t>(pos)] == custom.id(token), "custom position holds another id");
     last = pos;
   }
   // Every custom id in the kept ids is reported.
@@ -71,16 +73,17 @@ inline void check_encoding(const ctok::text::Tokenizer& tok, const std::string& 
 
 // split_custom: the pieces put back together are the text, custom segments carry their
 // ids, and no registered token starts anywhere inside an ordinary segment.
-inline void check_split(const ctok::text::Tokenizer& tok, const std::string& text) {
-  const std::vector<ctok::text::Segment> segs = tok.split_custom(text);
+inline void check_split(const ctok::text::Tokenizer& tok, const ctok::text::CustomTokens& custom,
+                        const std::string& text) {
+  const std::vector<ctok::text::Segment> segs = tok.split_custom(text, custom);
   std::string joined;
   for (const auto& s : segs) {
     if (s.custom_id >= 0) {
-      CTOK_FUZZ_CHECK(tok.custom_token_id(s.text) == s.custom_id, "custom segment with a wrong id");
+      CTOK_FUZZ_CHECK(custom.id(s.text) == s.custom_id, "custom segment with a wrong id");
     } else {
       CTOK_FUZZ_CHECK(!s.text.empty(), "empty ordinary segment");
       for (size_t p = joined.size(); p < joined.size() + s.text.size(); ++p)
-        for (const std::string& t : tok.custom_tokens())
+        for (const std::string& t : custom.tokens())
           CTOK_FUZZ_CHECK(text.compare(p, t.size(), t) != 0, "a custom token left inside ordinary text");
     }
     joined += s.text;
@@ -92,6 +95,7 @@ inline void check_split(const ctok::text::Tokenizer& tok, const std::string& tex
 // a fresh byte tokenizer; then split and encode the whole text.
 inline void fuzz_custom_tokens(const std::string& text, int64_t ctx) {
   ByteTokenizer tok;
+  ctok::text::CustomTokens custom;
   size_t i = 0, registered = 0;
   while (i < text.size() && registered < 6) {
     while (i < text.size() && std::isspace(static_cast<unsigned char>(text[i]))) ++i;
@@ -100,16 +104,16 @@ inline void fuzz_custom_tokens(const std::string& text, int64_t ctx) {
     if (j > i && j - i <= 16) {
       const std::string word = text.substr(i, j - i);
       int64_t id = -1;
-      if (run_guarded([&] { id = tok.add_custom_token(word); })) {
+      if (run_guarded([&] { id = custom.add(tok, word); })) {
         CTOK_FUZZ_CHECK(id >= tok.vocab_size(), "custom id inside the vocabulary");
-        CTOK_FUZZ_CHECK(tok.add_custom_token(word) == id, "same token, another id");
+        CTOK_FUZZ_CHECK(custom.add(tok, word) == id, "same token, another id");
         ++registered;
       }
     }
     i = j;
   }
-  check_split(tok, text);
-  check_encoding(tok, text, ctx);
+  check_split(tok, custom, text);
+  check_encoding(tok, custom, text, ctx);
 }
 
 }  // namespace ctok_fuzz

@@ -29,7 +29,7 @@ token::AttributeSet dress_attributes() {
   return a;
 }
 
-model::Bundle& tiny() {
+const model::Bundle& tiny() {
   static model::Bundle b = [] {
     model::BundleOptions o;
     o.dir = std::string(CTOK_TEST_DATA) + "/tiny_bundle";
@@ -41,7 +41,7 @@ model::Bundle& tiny() {
 
 // A stand-in token: the input embedding of "dress".
 model::TokenVectors dress_token() {
-  model::Bundle& b = tiny();
+  const model::Bundle& b = tiny();
   model::ClipModel clip(b);
   const auto ids = b.tokenizer().encode_plain("dress");
   return {{"<x>", b.token_embedding().index_select(0, torch::tensor(ids, torch::kLong)).mean(0, true).to(torch::kFloat32).clone()}};
@@ -174,7 +174,7 @@ TEST(Gair, SearchRanksAreExactAndChunked) {
 }
 
 TEST(Gair, CorrectionInterpolatesFeaturesAndRendersEachAlpha) {
-  model::Bundle& b = tiny();
+  const model::Bundle& b = tiny();
   const auto tokens = dress_token();
   const auto attrs = dress_attributes();
   const Query q = parse_query("a photo of a <x> dress in blue", "<x>", "dress", &attrs);
@@ -221,7 +221,7 @@ TEST(Gair, CorrectionInterpolatesFeaturesAndRendersEachAlpha) {
 }
 
 TEST(Gair, FixedAlphaFusionAndConceptEmphasis) {
-  model::Bundle& b = tiny();
+  const model::Bundle& b = tiny();
   const auto tokens = dress_token();
   const auto attrs = dress_attributes();
   const Query q = parse_query("a photo of a <x> dress in blue", "<x>", "dress", &attrs);

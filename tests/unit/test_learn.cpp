@@ -31,7 +31,7 @@ namespace {
 const std::string kBundle = std::string(CTOK_TEST_DATA) + "/tiny_bundle";
 const std::string kAttributes = std::string(CTOK_SOURCE_DIR) + "/configs/attributes";
 
-model::Bundle& bundle(bool diffusion = true) {
+const model::Bundle& bundle(bool diffusion = true) {
   static std::unique_ptr<model::Bundle> with, without;
   auto& slot = diffusion ? with : without;
   if (!slot) {

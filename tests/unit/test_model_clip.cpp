@@ -7,13 +7,15 @@
 #include "ctok/model/bundle.hpp"
 #include "ctok/model/clip.hpp"
 
+#include <thread>
+
 using namespace ctok::model;
 
 namespace {
 
 const std::string kTiny = std::string(CTOK_TEST_DATA) + "/tiny_bundle";
 
-Bundle& tiny() {
+const Bundle& tiny() {
   static Bundle b = [] {
     BundleOptions o;
     o.dir = kTiny;
@@ -23,7 +25,7 @@ Bundle& tiny() {
 }
 
 // Id of a word the tokenizer keeps as one piece (the first of `words` that is).
-std::pair<std::string, int64_t> single_piece_word(Bundle& b, const std::vector<std::string>& words) {
+std::pair<std::string, int64_t> single_piece_word(const Bundle& b, const std::vector<std::string>& words) {
   for (const auto& w : words) {
     auto ids = b.tokenizer().encode_plain(w);
     if (ids.size() == 1) return {w, ids[0]};
@@ -56,7 +58,7 @@ TEST(ModelClip, EndToEndFromPromptsMatchesReference) {
 }
 
 TEST(ModelClip, TokenWithAWordsEmbeddingEncodesLikeTheWord) {
-  Bundle& b = tiny();
+  const Bundle& b = tiny();
   auto [word, id] = single_piece_word(b, {"dress", "shoe", "red", "photo"});
   ASSERT_GE(id, 0) << "fixture tokenizer has none of the test words as one piece";
   ClipModel clip(b);
@@ -120,14 +122,46 @@ TEST(ModelClip, NormalisedFeatureGradientMatchesFiniteDifferences) {
   }
 }
 
+TEST(ModelClip, TokenTablesArePerRequestAcrossThreads) {
+  // One const bundle, two threads, the same prompt and token string with different vectors:
+  // each thread gets its own table's result, equal to the same encoding done alone.
+  const Bundle& b = tiny();
+  torch::manual_seed(7);
+  const TokenVectors ta{{"<t>", torch::randn({1, 24})}};
+  const TokenVectors tb{{"<t>", torch::randn({2, 24})}};  // another length too
+  const std::vector<std::string> prompts{"a photo of a <t> dress in blue", "<t>"};
+  torch::Tensor alone_a, alone_b;
+  {
+    ClipModel clip(b);
+    alone_a = clip.encode_text(prompts, ta).features;
+    alone_b = clip.encode_text(prompts, tb).features;
+  }
+  ASSERT_FALSE(torch::allclose(alone_a, alone_b, 1e-3, 1e-3));
+  std::vector<torch::Tensor> got_a, got_b;
+  auto work = [&b, &prompts](const TokenVectors& t, std::vector<torch::Tensor>& out) {
+    ClipModel clip(b);
+    for (int i = 0; i < 20; ++i) out.push_back(clip.encode_text(prompts, t).features);
+  };
+  std::thread x(work, std::cref(ta), std::ref(got_a));
+  std::thread y(work, std::cref(tb), std::ref(got_b));
+  x.join();
+  y.join();
+  ASSERT_EQ(got_a.size(), 20u);
+  ASSERT_EQ(got_b.size(), 20u);
+  for (size_t i = 0; i < got_a.size(); ++i) {
+    EXPECT_TRUE(torch::allclose(got_a[i], alone_a, 1e-5, 1e-6)) << i;
+    EXPECT_TRUE(torch::allclose(got_b[i], alone_b, 1e-5, 1e-6)) << i;
+  }
+}
+
 TEST(ModelClip, CustomIdBeyondEosStillPoolsAtEos) {
-  Bundle& b = tiny();
+  const Bundle& b = tiny();
   ClipModel clip(b);
   TokenVectors tokens{{"<far>", torch::randn({1, 24})}};
   auto batch = clip.tokenize({"a photo of a <far>"}, tokens);
   const int64_t eos_id = b.manifest().text.eos_id;
   auto ids = batch.ids[0];
-  const int64_t custom_id = b.tokenizer().custom_token_id("<far>");
+  const int64_t custom_id = batch.custom.id("<far>");
   ASSERT_GT(custom_id, eos_id);
   const int64_t eos_pos = batch.eos_index[0].item<int64_t>();
   EXPECT_EQ(ids[eos_pos].item<int64_t>(), eos_id);
@@ -189,7 +223,7 @@ TEST(ModelClip, WrongWidthIsBadInput) {
 }
 
 TEST(ModelClip, LongPromptIsTruncatedKeepingEos) {
-  Bundle& b = tiny();
+  const Bundle& b = tiny();
   ClipModel clip(b);
   std::string long_prompt = "a photo of a red striped dress";
   for (int i = 0; i < 6; ++i) long_prompt += " with blue dots";

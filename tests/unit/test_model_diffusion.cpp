@@ -13,7 +13,7 @@ using namespace ctok::model;
 
 namespace {
 
-Bundle& tiny() {
+const Bundle& tiny() {
   static Bundle b = [] {
     BundleOptions o;
     o.dir = std::string(CTOK_TEST_DATA) + "/tiny_bundle";
@@ -95,7 +95,7 @@ TEST(ModelDiffusion, VaeRoundTripShapes) {
 
 TEST(ModelDiffusion, InversionLossGradientReachesTheToken) {
   // The learner's path: token vector -> hidden -> UNet -> loss must carry a gradient.
-  Bundle& b = tiny();
+  const Bundle& b = tiny();
   ClipModel clip(b);
   DiffusionModel d(b);
   auto v = torch::randn({1, 24}).requires_grad_(true);
@@ -111,7 +111,7 @@ TEST(ModelDiffusion, InversionLossGradientReachesTheToken) {
 }
 
 TEST(ModelDiffusion, RenderInProcessIsReproducible) {
-  Bundle& b = tiny();
+  const Bundle& b = tiny();
   RenderOptions o;
   o.prompts = {"a photo of a <r> dress", "a blue shoe"};
   o.n = 3;
@@ -132,7 +132,7 @@ TEST(ModelDiffusion, RenderInProcessIsReproducible) {
 }
 
 TEST(ModelDiffusion, RenderValidation) {
-  Bundle& b = tiny();
+  const Bundle& b = tiny();
   RenderOptions o;
   o.prompts = {"a dress"};
   o.n = 0;

@@ -24,7 +24,7 @@ using namespace ctok::retrieval;
 
 namespace {
 
-model::Bundle& tiny() {
+const model::Bundle& tiny() {
   static model::Bundle b = [] {
     model::BundleOptions o;
     o.dir = std::string(CTOK_TEST_DATA) + "/tiny_bundle";

@@ -5,6 +5,7 @@
 #include "ctok/text/templates.hpp"
 #include "ctok/text/tokenizer.hpp"
 
+using ctok::text::CustomTokens;
 using ctok::text::Encoding;
 using ctok::text::Tokenizer;
 
@@ -16,9 +17,10 @@ constexpr int64_t kSot = 49406, kEot = 49407, kVocab = 49408;
 
 std::unique_ptr<Tokenizer> clip() { return ctok::text::load_clip_bpe(kMerges); }
 
-void expect_refused(Tokenizer& t, const std::string& token, const std::string& fragment) {
+void expect_refused(const Tokenizer& t, const std::string& token, const std::string& fragment) {
   try {
-    t.add_custom_token(token);
+    CustomTokens c;
+    c.add(t, token);
     ADD_FAILURE() << "accepted \"" << token << "\"";
   } catch (const ctok::Error& e) {
     EXPECT_EQ(e.kind(), ctok::ErrorKind::kBadInput);
@@ -30,20 +32,43 @@ void expect_refused(Tokenizer& t, const std::string& token, const std::string& f
 
 TEST(CustomTokens, ReservedIdsBeyondTheVocabulary) {
   auto t = clip();
-  EXPECT_EQ(t->add_custom_token("<my-dress>"), kVocab);
-  EXPECT_EQ(t->add_custom_token("<my-bag>"), kVocab + 1);
-  EXPECT_EQ(t->add_custom_token("<my-dress>"), kVocab);  // same string, same id
-  EXPECT_EQ(t->custom_token_id("<my-bag>"), kVocab + 1);
-  EXPECT_EQ(t->custom_token_id("<other>"), -1);
-  EXPECT_EQ(t->custom_tokens(), (std::vector<std::string>{"<my-dress>", "<my-bag>"}));
-  EXPECT_EQ(t->id_to_piece(kVocab + 1), "<my-bag>");
+  CustomTokens c;
+  EXPECT_EQ(c.add(*t, "<my-dress>"), kVocab);
+  EXPECT_EQ(c.add(*t, "<my-bag>"), kVocab + 1);
+  EXPECT_EQ(c.add(*t, "<my-dress>"), kVocab);  // same string, same id
+  EXPECT_EQ(c.id("<my-bag>"), kVocab + 1);
+  EXPECT_EQ(c.id("<other>"), -1);
+  EXPECT_EQ(c.tokens(), (std::vector<std::string>{"<my-dress>", "<my-bag>"}));
+  ASSERT_NE(c.token(kVocab + 1), nullptr);
+  EXPECT_EQ(*c.token(kVocab + 1), "<my-bag>");
+  EXPECT_EQ(c.token(kVocab + 2), nullptr);
   EXPECT_EQ(t->vocab_size(), kVocab);  // the ordinary vocabulary does not grow
+  EXPECT_THROW(t->id_to_piece(kVocab), ctok::Error);  // the tokenizer holds no custom tokens
+}
+
+TEST(CustomTokens, TablesArePerRequest) {
+  // One tokenizer, two tables: the same text gets each table's ids, and a table never
+  // leaks into an encoding that does not pass it.
+  auto t = clip();
+  CustomTokens a, b;
+  a.add(*t, "<x>");
+  b.add(*t, "<y>");
+  b.add(*t, "<x>");
+  const Encoding ea = t->encode("a <x> dress", 77, a);
+  const Encoding eb = t->encode("a <x> dress", 77, b);
+  ASSERT_EQ(ea.custom.size(), 1u);
+  ASSERT_EQ(eb.custom.size(), 1u);
+  EXPECT_EQ(ea.ids[2], kVocab);
+  EXPECT_EQ(eb.ids[2], kVocab + 1);
+  EXPECT_TRUE(t->encode("a <x> dress", 77).custom.empty());
+  EXPECT_TRUE(t->encode("a <y> dress", 77, a).custom.empty());
 }
 
 TEST(CustomTokens, SplitOutBeforeOrdinaryTokenisation) {
   auto t = clip();
-  const int64_t id = t->add_custom_token("<my-dress>");
-  const Encoding e = t->encode("a photo of a <my-dress> dress", 77);
+  CustomTokens c;
+  const int64_t id = c.add(*t, "<my-dress>");
+  const Encoding e = t->encode("a photo of a <my-dress> dress", 77, c);
   const std::vector<int64_t> head{kSot, 320, 1125, 539, 320, id, 2595, kEot};
   EXPECT_EQ(std::vector<int64_t>(e.ids.begin(), e.ids.begin() + 8), head);
   EXPECT_EQ(e.eos_index, 7);
@@ -58,8 +83,9 @@ TEST(CustomTokens, SplitOutBeforeOrdinaryTokenisation) {
 
 TEST(CustomTokens, AdjacentPunctuationAndInsideWords) {
   auto t = clip();
-  const int64_t a = t->add_custom_token("<a>");
-  const Encoding e = t->encode("(<a>), my<a>dress <a>!<a>", 77);
+  CustomTokens c;
+  const int64_t a = c.add(*t, "<a>");
+  const Encoding e = t->encode("(<a>), my<a>dress <a>!<a>", 77, c);
   std::vector<int64_t> want{kSot};
   auto add = [&](const std::string& s) {
     for (int64_t id : t->encode_plain(s)) want.push_back(id);
@@ -84,15 +110,16 @@ TEST(CustomTokens, AdjacentPunctuationAndInsideWords) {
 
 TEST(CustomTokens, LongestMatchFirst) {
   auto t = clip();
-  const int64_t shorter = t->add_custom_token("<x>");
-  const int64_t longer = t->add_custom_token("<x>-pro");
-  const Encoding e = t->encode("<x>-pro and <x>-prx", 77);
+  CustomTokens c;
+  const int64_t shorter = c.add(*t, "<x>");
+  const int64_t longer = c.add(*t, "<x>-pro");
+  const Encoding e = t->encode("<x>-pro and <x>-prx", 77, c);
   ASSERT_EQ(e.custom.size(), 2u);
   EXPECT_EQ(e.ids[1], longer);
   EXPECT_EQ(e.custom[0].second, "<x>-pro");
   EXPECT_EQ(e.custom[1].second, "<x>");
   EXPECT_EQ(e.ids[static_cast<size_t>(e.custom[1].first)], shorter);
-  const auto segs = t->split_custom("<x>-pro and <x>-prx");
+  const auto segs = t->split_custom("<x>-pro and <x>-prx", c);
   ASSERT_EQ(segs.size(), 4u);
   EXPECT_EQ(segs[1].text, " and ");
   EXPECT_EQ(segs[1].custom_id, -1);
@@ -101,17 +128,19 @@ TEST(CustomTokens, LongestMatchFirst) {
 
 TEST(CustomTokens, ExactStringMatchOnly) {
   auto t = clip();
-  t->add_custom_token("<my-dress>");
-  EXPECT_TRUE(t->encode("a <MY-DRESS> and &lt;my-dress&gt;", 77).custom.empty());
+  CustomTokens c;
+  c.add(*t, "<my-dress>");
+  EXPECT_TRUE(t->encode("a <MY-DRESS> and &lt;my-dress&gt;", 77, c).custom.empty());
 }
 
 TEST(CustomTokens, TruncationKeepsEos) {
   auto t = clip();
-  const int64_t id = t->add_custom_token("<tok>");
+  CustomTokens c;
+  const int64_t id = c.add(*t, "<tok>");
   std::string text = "<tok>";
   for (int i = 0; i < 100; ++i) text += " dress";
   text += " <tok>";
-  const Encoding e = t->encode(text, 77);
+  const Encoding e = t->encode(text, 77, c);
   EXPECT_EQ(e.ids.size(), 77u);
   EXPECT_EQ(e.ids[76], kEot);
   EXPECT_EQ(e.eos_index, 76);
@@ -122,7 +151,7 @@ TEST(CustomTokens, TruncationKeepsEos) {
   EXPECT_EQ(e.pieces.size(), 77u);
   EXPECT_EQ(e.pieces.back(), "<|endoftext|>");
 
-  const Encoding tiny = t->encode("<tok> dress", 2);
+  const Encoding tiny = t->encode("<tok> dress", 2, c);
   EXPECT_EQ(tiny.ids, (std::vector<int64_t>{kSot, kEot}));
   EXPECT_EQ(tiny.truncated, 2);
   EXPECT_TRUE(tiny.custom.empty());
@@ -154,9 +183,10 @@ TEST(CustomTokens, CollisionsAndBadStringsAreRefused) {
                  "b",
                  "whitespace");  // no-break space
   expect_refused(*t, "<\xff>", "UTF-8");
-  EXPECT_TRUE(t->custom_tokens().empty());
-  EXPECT_NO_THROW(t->add_custom_token("<dress>"));
-  EXPECT_NO_THROW(t->add_custom_token("my-dress"));  // several pieces: allowed
+  CustomTokens c;
+  EXPECT_NO_THROW(c.add(*t, "<dress>"));
+  EXPECT_NO_THROW(c.add(*t, "my-dress"));  // several pieces: allowed
+  EXPECT_EQ(c.size(), 2u);
   expect_refused(*t, "sks", "one piece");            // DreamBooth's rare token is one CLIP piece
 }
 
@@ -171,9 +201,10 @@ TEST(CustomTokens, SentencePieceToo) {
                  "vocabulary piece");  // "▁dress" itself
   expect_refused(*t, "<unk>", "vocabulary piece");
   expect_refused(*t, "two words", "whitespace");
-  const int64_t id = t->add_custom_token("<my-dress>");
+  CustomTokens c;
+  const int64_t id = c.add(*t, "<my-dress>");
   EXPECT_EQ(id, v);
-  const Encoding e = t->encode("a photo of a <my-dress> dress", 32);
+  const Encoding e = t->encode("a photo of a <my-dress> dress", 32, c);
   EXPECT_EQ(e.ids.size(), 32u);
   EXPECT_EQ(e.ids[0], t->special().bos);
   ASSERT_EQ(e.custom.size(), 1u);
@@ -225,11 +256,12 @@ TEST(Templates, DefaultTemplatesAreUsable) {
   const auto& list = ctok::text::default_templates();
   ASSERT_GE(list.size(), 20u);
   auto t = clip();
-  t->add_custom_token("<x>");
+  CustomTokens c;
+  c.add(*t, "<x>");
   for (const std::string& tpl : list) {
     EXPECT_NE(tpl.find("{token}"), std::string::npos) << tpl;
     const std::string text = ctok::text::format_template(tpl, {{"token", "<x>"}, {"parent", "dress"}});
-    const Encoding e = t->encode(text, 77);
+    const Encoding e = t->encode(text, 77, c);
     EXPECT_EQ(e.custom.size(), 1u) << text;
     EXPECT_EQ(e.truncated, 0) << text;
   }

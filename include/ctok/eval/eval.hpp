@@ -111,7 +111,7 @@ struct EvalSummary {
 // concept allows (how many concepts qualify at each k), an empty gallery, caption or
 // composition queries on data without colour keys, a gallery store of another bundle, an
 // output folder holding a run with other settings.
-EvalSummary run_retrieval(model::Bundle& bundle, const EvalOptions& options);
+EvalSummary run_retrieval(const model::Bundle& bundle, const EvalOptions& options);
 
 // --- the hidden-category classification (docs/method.md §5, FashionWorld) -------------
 //
@@ -147,7 +147,7 @@ struct ClassifyOptions {
 
 // bad_input: no world.json, an unknown method (the known ones listed), too few identities
 // for --shots, an output folder holding a run with other settings.
-EvalSummary run_classification(model::Bundle& bundle, const ClassifyOptions& options);
+EvalSummary run_classification(const model::Bundle& bundle, const ClassifyOptions& options);
 
 // --- tables from the records (no model needed; unit-tested) -----------------------------
 

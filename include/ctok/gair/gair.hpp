@@ -127,12 +127,12 @@ using StepCallback = model::StepCallback;
 // Encodes q, a and c, renders every alpha of the grid from the interpolated hidden states,
 // scores each against `concept_features` ([K, F], any scale; normalised here) and the
 // attribute mentions, and picks an alpha. The one call per concept that an evaluation needs.
-Correction correct_and_score(model::Bundle& bundle, const model::TokenVectors& tokens, const Query& query,
+Correction correct_and_score(const model::Bundle& bundle, const model::TokenVectors& tokens, const Query& query,
                              const torch::Tensor& concept_features, const GairOptions& options,
                              const StepCallback& on_step = {});
 
 // The images' CLIP features [B, F], L2-normalised (preprocessed per the bundle manifest).
-torch::Tensor image_features(model::Bundle& bundle, const std::vector<image::Image>& images);
+torch::Tensor image_features(const model::Bundle& bundle, const std::vector<image::Image>& images);
 
 struct Hit {
   int64_t row = 0;  // gallery row

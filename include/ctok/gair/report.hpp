@@ -92,7 +92,7 @@ void check_output_dir(const std::string& dir, bool force);
 // Everything up to the report. bad_input: a token learned on another bundle (text encoder
 // sha256 differs), no custom token in the query, alpha outside [0, 1], an unreadable
 // gallery or one of another bundle, no concept images. Progress on stderr unless `quiet`.
-GairRun run(model::Bundle& bundle, const GairRequest& request, const GairOptions& options, bool quiet = false);
+GairRun run(const model::Bundle& bundle, const GairRequest& request, const GairOptions& options, bool quiet = false);
 
 // results.json as written into the report.
 nlohmann::json results_json(const GairRun& run);

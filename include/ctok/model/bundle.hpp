@@ -59,7 +59,7 @@ class Bundle {
   // files and render sidecars record it to say which bundle they belong to.
   const std::string& text_encoder_sha256() const;
 
-  text::Tokenizer& tokenizer();
+  // Immutable once loaded; custom tokens travel with each request (text::CustomTokens).
   const text::Tokenizer& tokenizer() const;
 
   // Text geometry from the manifest.
@@ -71,18 +71,20 @@ class Bundle {
   int64_t image_feature_dim() const;
   double logit_scale() const;
 
-  torch::jit::Module& text_encoder();
+  // The networks. Running one does not change the bundle (hence const): a loaded bundle is
+  // shared by concurrent requests (TorchScript modules may be called from several threads).
+  torch::jit::Module& text_encoder() const;
   // The input word-embedding table [vocab_size, width] on the device, in dtype().
   const torch::Tensor& token_embedding() const;
-  torch::jit::Module& image_encoder();       // runtime_failure if load_image was false
+  torch::jit::Module& image_encoder() const; // runtime_failure if load_image was false
   bool image_loaded() const;                 // loaded with load_image
 
   bool has_diffusion() const;                // the manifest has a diffusion section
   bool diffusion_loaded() const;
   bool has_vae() const;                      // latent diffusion (false: pixel space)
-  torch::jit::Module& unet();                // runtime_failure unless diffusion_loaded()
-  torch::jit::Module& vae_encoder();         // runtime_failure unless has_vae()
-  torch::jit::Module& vae_decoder();
+  torch::jit::Module& unet() const;          // runtime_failure unless diffusion_loaded()
+  torch::jit::Module& vae_encoder() const;   // runtime_failure unless has_vae()
+  torch::jit::Module& vae_decoder() const;
   const NoiseSchedule& schedule() const;     // runtime_failure without a diffusion section
 
   struct Impl;  // opaque

@@ -9,8 +9,9 @@
 //
 // The input embeddings are token_embedding[ids] with the rows at a custom token's
 // positions replaced by that token's vectors, so gradients flow to `v` when it requires
-// grad. A token with n vectors takes n consecutive positions (its string is registered
-// with the tokenizer once and expanded here). Pooling uses the eos position the tokenizer
+// grad. A token with n vectors takes n consecutive positions. The custom tokens belong to
+// the request (the PromptBatch carries its own table), never to the bundle: one
+// `const Bundle&` serves concurrent requests whose tables give one string different vectors. Pooling uses the eos position the tokenizer
 // reports, never argmax(ids): custom ids are beyond eos.
 //
 // Without gradients (no vector requires grad, or grad mode off) the networks run in
@@ -45,6 +46,7 @@ struct PromptBatch {
   std::vector<TokenSlot> slots;
   std::vector<int64_t> truncated;               // per prompt: tokens cut to fit the context
   std::map<std::string, int64_t> token_lengths; // n_vectors of each token used
+  text::CustomTokens custom;                    // this batch's token table (reserved ids)
 };
 
 struct TextEncoding {
@@ -55,35 +57,35 @@ struct TextEncoding {
 
 class ClipModel {
  public:
-  explicit ClipModel(Bundle& bundle);  // the bundle must outlive this object
+  explicit ClipModel(const Bundle& bundle);  // the bundle must outlive this object
 
-  Bundle& bundle() { return bundle_; }
+  const Bundle& bundle() const { return bundle_; }
 
-  // Checks every vector ([n, width], finite) and registers the strings with the tokenizer.
+  // Checks every vector ([n, width], finite) and every string (Tokenizer::check_custom_token).
   // bad_input: width != text.width, a string the tokenizer knows as one piece, ...
-  void check_tokens(const TokenVectors& tokens);
+  void check_tokens(const TokenVectors& tokens) const;
 
   // Tokenises prompts. bad_input for a "<...>" word that is not one of `token_lengths` and
   // not a piece of the vocabulary (an unknown custom token); a prompt longer than the
   // context is truncated (eos kept) with a warning that says how many tokens were cut.
   PromptBatch tokenize(const std::vector<std::string>& prompts,
-                       const std::map<std::string, int64_t>& token_lengths);
-  PromptBatch tokenize(const std::vector<std::string>& prompts, const TokenVectors& tokens);
+                       const std::map<std::string, int64_t>& token_lengths) const;
+  PromptBatch tokenize(const std::vector<std::string>& prompts, const TokenVectors& tokens) const;
 
   // Input embeddings [B, L, width] in the bundle's dtype with the custom rows in place.
-  torch::Tensor embed(const PromptBatch& batch, const TokenVectors& tokens);
-  TextEncoding encode(const PromptBatch& batch, const TokenVectors& tokens);
-  TextEncoding encode_text(const std::vector<std::string>& prompts, const TokenVectors& tokens = {});
+  torch::Tensor embed(const PromptBatch& batch, const TokenVectors& tokens) const;
+  TextEncoding encode(const PromptBatch& batch, const TokenVectors& tokens) const;
+  TextEncoding encode_text(const std::vector<std::string>& prompts, const TokenVectors& tokens = {}) const;
   // The text encoder on given embeddings (reference checks, custom pipelines).
-  TextEncoding encode_embeds(const torch::Tensor& embeds, const torch::Tensor& eos_index);
+  TextEncoding encode_embeds(const torch::Tensor& embeds, const torch::Tensor& eos_index) const;
 
   // pixels [B, 3, size, size] normalised per the manifest -> features [B, F] float32,
   // not normalised. Runs in chunks of `batch_size`, in inference mode.
-  torch::Tensor encode_images(const torch::Tensor& pixels, int64_t batch_size = 64);
-  torch::Tensor encode_images(const std::vector<image::FloatImage>& images, int64_t batch_size = 64);
+  torch::Tensor encode_images(const torch::Tensor& pixels, int64_t batch_size = 64) const;
+  torch::Tensor encode_images(const std::vector<image::FloatImage>& images, int64_t batch_size = 64) const;
 
  private:
-  Bundle& bundle_;
+  const Bundle& bundle_;
 };
 
 // [B, 3, H, W] float32 CPU tensor from preprocessed images (all the same size).

@@ -24,7 +24,7 @@ class DiffusionModel {
  public:
   // bad_input if the bundle has no diffusion section; runtime_failure if it was loaded
   // without load_diffusion.
-  explicit DiffusionModel(Bundle& bundle);
+  explicit DiffusionModel(const Bundle& bundle);
 
   const NoiseSchedule& schedule() const { return bundle_.schedule(); }
   std::vector<int64_t> latent_shape() const;  // [C, h, w]
@@ -53,7 +53,7 @@ class DiffusionModel {
   torch::Tensor encode_with_grad(const torch::Tensor& images);
 
  private:
-  Bundle& bundle_;
+  const Bundle& bundle_;
 };
 
 }  // namespace ctok::model

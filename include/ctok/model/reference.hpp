@@ -38,7 +38,7 @@ std::string reference_path(const Bundle& bundle);
 // (tokenizer, exact), text.embeds, text.hidden and text.features (from the reference
 // embeddings and end to end from the prompts), image.features, unet.out, vae.latents,
 // vae.decoded. bad_input if the file is missing or malformed.
-std::vector<ReferenceCheck> check_reference(Bundle& bundle, const Tolerance& tolerance, const std::string& path = "");
-std::vector<ReferenceCheck> check_reference(Bundle& bundle);
+std::vector<ReferenceCheck> check_reference(const Bundle& bundle, const Tolerance& tolerance, const std::string& path = "");
+std::vector<ReferenceCheck> check_reference(const Bundle& bundle);
 
 }  // namespace ctok::model

@@ -88,7 +88,7 @@ struct RenderResult {
 };
 
 // Called with (sampler steps done, total sampler steps).
-RenderResult render(Bundle& bundle, const TokenVectors& tokens, const RenderOptions& options,
+RenderResult render(const Bundle& bundle, const TokenVectors& tokens, const RenderOptions& options,
                     const StepCallback& on_step = {});
 
 // Decoded images [B, 3, H, W] in [-1, 1] -> 8-bit RGB.

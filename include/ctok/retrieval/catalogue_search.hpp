@@ -57,7 +57,7 @@ std::vector<CatalogueQuery> read_query_file(const std::string& path);
 // Features [Q, F] float32 CPU, L2-normalised, in query order. Text through the CLIP text
 // encoder with `tokens` (bad_input for an unknown <token>), images through the image
 // encoder with the bundle's preprocessing (bad_input naming an unreadable file).
-torch::Tensor encode_queries(model::Bundle& bundle, const std::vector<CatalogueQuery>& queries,
+torch::Tensor encode_queries(const model::Bundle& bundle, const std::vector<CatalogueQuery>& queries,
                              const model::TokenVectors& tokens, int threads = 0);
 
 struct SearchReportOptions {

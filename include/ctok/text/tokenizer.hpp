@@ -3,9 +3,14 @@
 // and mapped to reserved ids beyond the vocabulary.
 //
 //   auto tok = ctok::text::load_tokenizer("clip-bpe:bpe_simple_vocab_16e6.txt.gz");
-//   int64_t id = tok->add_custom_token("<my-dress>");        // id >= tok->vocab_size()
-//   ctok::text::Encoding e = tok->encode("a photo of a <my-dress> dress", 77);
+//   ctok::text::CustomTokens custom;                          // one request's table
+//   int64_t id = custom.add(*tok, "<my-dress>");              // id >= tok->vocab_size()
+//   ctok::text::Encoding e = tok->encode("a photo of a <my-dress> dress", 77, custom);
 //   // e.ids: bos ... eos pad...; e.eos_index; e.custom = {{5, "<my-dress>"}}
+//
+// The tokenizer itself holds no custom tokens and never changes after loading: one
+// tokenizer (and the bundle holding it) serves many concurrent requests, each with its own
+// table, where the same string may stand for different vectors.
 #pragma once
 
 #include <cstdint>
@@ -35,13 +40,33 @@ struct Segment {
   int64_t custom_id = -1;
 };
 
+class Tokenizer;
+
+// The custom token strings of one request, in order: the k-th has the reserved id
+// vocab_size() + k of the tokenizer it was built against. A plain value, cheap to copy.
+class CustomTokens {
+ public:
+  // Registers `token` (checked with tok.check_custom_token); returns its reserved id. The
+  // same string twice returns the same id. All adds must use tokenizers of one vocab size.
+  int64_t add(const Tokenizer& tok, const std::string& token);
+  int64_t id(const std::string& token) const;          // -1 if not in the table
+  const std::string* token(int64_t id) const;          // nullptr if id is not a custom id here
+  const std::vector<std::string>& tokens() const { return tokens_; }
+  bool empty() const { return tokens_.empty(); }
+  size_t size() const { return tokens_.size(); }
+
+ private:
+  int64_t first_id_ = 0;
+  std::vector<std::string> tokens_;
+};
+
 class Tokenizer {
  public:
   virtual ~Tokenizer() = default;
 
   // Ordinary tokenisation of text without custom tokens: no bos/eos.
   virtual std::vector<int64_t> encode_plain(const std::string& text) const = 0;
-  virtual std::string id_to_piece(int64_t id) const = 0;  // custom ids give their token string
+  virtual std::string id_to_piece(int64_t id) const = 0;  // ordinary ids only (bad_input otherwise)
   // The id of a piece exactly as stored in the vocabulary, or -1.
   virtual int64_t piece_to_id(const std::string& piece) const = 0;
   virtual int64_t vocab_size() const = 0;  // ordinary vocabulary; custom ids start here
@@ -50,35 +75,28 @@ class Tokenizer {
   const SpecialIds& special() const { return special_; }
   void set_special(SpecialIds ids) { special_ = ids; }
 
-  // Register a custom token string; returns its reserved id (vocab_size() + k).
-  // Throws bad_input if the string is empty, contains whitespace, or the tokenizer
-  // already knows it as a single piece. Registering the same string twice returns the
-  // same id.
-  int64_t add_custom_token(const std::string& token);
-  const std::vector<std::string>& custom_tokens() const { return custom_; }
-  int64_t custom_token_id(const std::string& token) const;  // -1 if not registered
+  // Whether `token` can be a custom token: bad_input if the string is empty, not UTF-8,
+  // contains whitespace, or the tokenizer already knows it as a single piece.
+  void check_custom_token(const std::string& token) const;
 
-  // Full encoding: custom tokens split out, bos + tokens + eos, truncated (eos kept)
-  // and padded to context_length. A special id < 0 is left out (e.g. a SentencePiece
+  // Full encoding: the table's custom tokens split out, bos + tokens + eos, truncated (eos
+  // kept) and padded to context_length. A special id < 0 is left out (e.g. a SentencePiece
   // model without bos); without eos, eos_index is the last kept position.
   // Throws bad_input if context_length cannot hold bos and eos.
-  Encoding encode(const std::string& text, int64_t context_length) const;
+  Encoding encode(const std::string& text, int64_t context_length, const CustomTokens& custom = {}) const;
 
-  // The text cut at registered custom tokens (exact string match anywhere, the longest
+  // The text cut at the table's custom tokens (exact string match anywhere, the longest
   // token first where several start at one place), in order; text between them is
   // tokenised on its own by encode_plain.
-  std::vector<Segment> split_custom(const std::string& text) const;
+  std::vector<Segment> split_custom(const std::string& text, const CustomTokens& custom) const;
 
  protected:
   // Why `token` is already one ordinary piece (for the error message), or "" if it is
   // not. The default: encode_plain(token) gives a single id.
   virtual std::string known_as_single_piece(const std::string& token) const;
-  // The registered string of a custom id, or nullptr if id is not a custom id.
-  const std::string* custom_token_string(int64_t id) const;
 
  private:
   SpecialIds special_;
-  std::vector<std::string> custom_;
 };
 
 // CLIP BPE from a bpe_simple_vocab_16e6.txt.gz merges file (read directly from the .gz).

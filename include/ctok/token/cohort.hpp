@@ -40,7 +40,7 @@ struct CohortResult {
 
 // Learners are built (images decoded, features and latents cached) one round at a time;
 // bad_input of one request is that member's error, not the cohort's.
-std::vector<CohortResult> learn_cohort(model::Bundle& bundle, const std::vector<LearnRequest>& requests,
+std::vector<CohortResult> learn_cohort(const model::Bundle& bundle, const std::vector<LearnRequest>& requests,
                                        const CohortOptions& options);
 
 }  // namespace ctok::token

@@ -80,7 +80,7 @@ class Learner {
   // piece), the inversion loss needs a bundle loaded with its UNet, at least one usable
   // concept image (unreadable files are named), the attribute file under subspace "auto".
   // Then decodes the images and computes latents and image features once.
-  Learner(model::Bundle& bundle, LearnRequest request);
+  Learner(const model::Bundle& bundle, LearnRequest request);
   ~Learner();
   Learner(const Learner&) = delete;
   Learner& operator=(const Learner&) = delete;

@@ -69,7 +69,7 @@ std::vector<std::string> generated_negative_words(const std::string& parent, con
 // prompt, sampler settings), one file per seed; a later run reuses them and renders only
 // the seeds missing. bad_input when a cache folder's meta.json names another bundle or
 // prompt. Returns the images labelled with their word.
-std::vector<ImageSource> generate_negatives(model::Bundle& bundle, const GeneratedNegativeOptions& options);
+std::vector<ImageSource> generate_negatives(const model::Bundle& bundle, const GeneratedNegativeOptions& options);
 
 // How a tool picks a request's negatives (docs/learning.md "Negatives"), first match wins:
 // a folder, a DeepFashion2-layout split, negatives the request already has (a --df2
@@ -93,7 +93,7 @@ void check_negative_sources(const NegativeSourceOptions& options);
 bool attach_given_negatives(LearnRequest& r, const NegativeSourceOptions& options);
 // Generates them (the bundle loaded with its diffusion models) when attach_given_negatives
 // said so; a bundle without diffusion models gets a warning and no negatives.
-void attach_generated_negatives(model::Bundle& bundle, LearnRequest& r, const NegativeSourceOptions& options);
+void attach_generated_negatives(const model::Bundle& bundle, LearnRequest& r, const NegativeSourceOptions& options);
 
 struct ConceptRequestOptions {
   std::string root, split;       // recorded in the source record

@@ -29,15 +29,15 @@ struct Subspace {
 
 // The input embedding of a word: the mean of its pieces' rows of token_embedding
 // [width] float32 on the bundle's device. bad_input for an empty word.
-torch::Tensor word_embedding(model::Bundle& bundle, const std::string& word);
+torch::Tensor word_embedding(const model::Bundle& bundle, const std::string& word);
 // True when the tokenizer has a piece of two or more characters for part of the word (it is
 // not spelled letter by letter and has no unknown piece).
-bool tokenizer_knows(model::Bundle& bundle, const std::string& word);
+bool tokenizer_knows(const model::Bundle& bundle, const std::string& word);
 // The mean L2 norm of the vocabulary's embedding rows (r of the norm term).
-double mean_vocab_norm(model::Bundle& bundle);
+double mean_vocab_norm(const model::Bundle& bundle);
 
 // bad_input when no word is left or the basis is empty.
-Subspace build_subspace(model::Bundle& bundle, const std::vector<std::string>& words, const SubspaceOptions& options);
+Subspace build_subspace(const model::Bundle& bundle, const std::vector<std::string>& words, const SubspaceOptions& options);
 // c = Q^T v (v [n, width] or [width]) and v = c Q^T.
 torch::Tensor project(const Subspace& s, const torch::Tensor& v);
 torch::Tensor expand(const Subspace& s, const torch::Tensor& c);
