@@ -188,7 +188,7 @@ class BundleChecks:
 
     def test_preprocess_reference(self):
         from PIL import Image
-        from ctok_py.train_default import preprocess_pil
+        from ctok_py.default_models.data import preprocess_pil
         raw = self.ref["preprocess.raw"].numpy()
         s = self.m["image"]["size"]
         u8 = preprocess_pil(Image.fromarray(raw), s).astype(np.float32) / 255.0

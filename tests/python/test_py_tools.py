@@ -59,10 +59,10 @@ class PortableTest(unittest.TestCase):
 
 
 class SampleBatchTest(unittest.TestCase):
-    """train_default.sample_batch: colour-grouped CLIP batches."""
+    """default_models.training.sample_batch: colour-grouped CLIP batches."""
 
     def test_grouped_batches_hold_two_colours(self):
-        from ctok_py.train_default import sample_batch
+        from ctok_py.default_models.training import sample_batch
         colour = torch.arange(1000) % 10
         usable = torch.arange(1000)
         by_colour = [usable[colour == c] for c in range(10)]

@@ -23,13 +23,16 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 from typing import List, Optional
 
 import numpy as np
 import torch
 
+from ctok_py import bundle_writer
 from ctok_py import wrappers as w
+from ctok_py.reference_inputs import smooth_image
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
@@ -42,22 +45,10 @@ def log(*a):
     print("[export_sd]", *a, flush=True)
 
 
-def smooth_image(h: int, w_: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:h, 0:w_].astype(np.float32)
-    img = np.zeros((h, w_, 3), np.float32)
-    for c in range(3):
-        fx, fy, ph = rng.uniform(0.5, 3.0), rng.uniform(0.5, 3.0), rng.uniform(0, 6.28)
-        img[..., c] = 0.5 + 0.4 * np.sin(fx * x / w_ * 6.28 + fy * y / h * 6.28 + ph)
-    cy, cx, r = rng.uniform(0.3, 0.7) * h, rng.uniform(0.3, 0.7) * w_, 0.25 * min(h, w_)
-    img[((y - cy) ** 2 + (x - cx) ** 2) < r * r] = rng.uniform(0, 1, 3)
-    return (img.clip(0, 1) * 255 + 0.5).astype(np.uint8)
-
-
 def preprocess(u8: np.ndarray, size: int, mean, std) -> torch.Tensor:
     """CLIP preprocessing: PIL bicubic shorter side to size, centre crop, normalise."""
     from PIL import Image
-    from ctok_py.train_default import preprocess_pil
+    from ctok_py.default_models.data import preprocess_pil
     x = preprocess_pil(Image.fromarray(u8), size).astype(np.float32) / 255.0
     x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     return torch.from_numpy(x.transpose(2, 0, 1).copy())
@@ -82,8 +73,8 @@ def find_bpe(explicit: Optional[str], tokenizer, out_dir: str) -> tuple:
     ranks = getattr(tokenizer, "bpe_ranks", None)
     if ranks:
         merges = [" ".join(pair) for pair, _ in sorted(ranks.items(), key=lambda kv: kv[1])]
-        path = os.path.join(out_dir, "bpe_simple_vocab_16e6.txt.gz.tmp")
-        os.makedirs(out_dir, exist_ok=True)
+        fd, path = tempfile.mkstemp(suffix=".txt.gz.tmp")  # not in out_dir: written whole later
+        os.close(fd)
         with gzip.open(path, "wb") as f:
             f.write(("#version: 0.2\n" + "\n".join(merges) + "\n").encode("utf-8"))
         return path, f"written from the transformers tokenizer's {len(merges)} merges"
@@ -95,8 +86,22 @@ def export(text_model, text_projection, vision_model, visual_projection, logit_s
            name: str, source: dict, image_size: int = 512, trace_check: bool = True) -> dict:
     """Trace the wrapped models and write the bundle. The model arguments have the
     attribute layout of transformers' CLIPModel parts and diffusers' models; ``tokenize``
-    maps a prompt to its ids (bos ... eos, unpadded)."""
-    os.makedirs(out, exist_ok=True)
+    maps a prompt to its ids (bos ... eos, unpadded). ``out`` is written atomically
+    (bundle_writer): the whole bundle or, on any failure, untouched."""
+    try:
+        with bundle_writer.staged(out) as tmp:
+            return _export_files(text_model, text_projection, vision_model, visual_projection,
+                                 logit_scale, unet, vae, vae_scale, sched, tokenize, bpe_src,
+                                 tmp, name, source, image_size, trace_check)
+    finally:
+        if bpe_src.endswith(".tmp") and os.path.exists(bpe_src):
+            os.remove(bpe_src)
+
+
+def _export_files(text_model, text_projection, vision_model, visual_projection,
+                  logit_scale: float, unet, vae, vae_scale: float, sched: dict, tokenize,
+                  bpe_src: str, out: str, name: str, source: dict, image_size: int,
+                  trace_check: bool) -> dict:
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(1234)
     width = int(text_model.embeddings.token_embedding.weight.shape[1])
@@ -169,8 +174,6 @@ def export(text_model, text_projection, vision_model, visual_projection, logit_s
     bpe_name = "bpe_simple_vocab_16e6.txt.gz"
     if os.path.abspath(bpe_src) != os.path.abspath(os.path.join(out, bpe_name)):
         shutil.copyfile(bpe_src, os.path.join(out, bpe_name))
-    if bpe_src.endswith(".tmp"):
-        os.remove(bpe_src)
     tensors = {"text.input_ids": ids, "text.eos_index": eos, "text.embeds": embeds,
                "text.hidden": hidden, "text.features": feats, "image.pixels": pix,
                "image.features": img_feats, "unet.sample": sample, "unet.timestep": timestep,
@@ -184,7 +187,6 @@ def export(text_model, text_projection, vision_model, visual_projection, logit_s
                     "bicubic shorter side to size, centre crop, (x/255-mean)/std"}
     w.save_safetensors(os.path.join(out, "reference.safetensors"),
                        {k: v.detach().contiguous() for k, v in tensors.items()}, meta)
-    from ctok_py.train_default import sha256_file
     manifest = {
         "format": "ctok-bundle", "version": 1, "name": name,
         "tokenizer": {"type": "clip-bpe", "file": bpe_name},
@@ -208,12 +210,8 @@ def export(text_model, text_projection, vision_model, visual_projection, logit_s
         "sha256": {},
         "card": {"source": source, "metrics": {}},
     }
-    for f in sorted(list(files) + [bpe_name, "reference.safetensors"]):
-        manifest["sha256"][f] = sha256_file(os.path.join(out, f))
-    with open(os.path.join(out, "bundle.json"), "w") as f:
-        json.dump(manifest, f, indent=2)
-        f.write("\n")
-    return manifest
+    return bundle_writer.write_manifest(out, manifest,
+                                        list(files) + [bpe_name, "reference.safetensors"])
 
 
 def _check(got: torch.Tensor, want: torch.Tensor, what: str, tol: float = 1e-4) -> None:

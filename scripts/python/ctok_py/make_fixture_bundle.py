@@ -18,7 +18,11 @@ import tempfile
 import numpy as np
 import torch
 
-from ctok_py import train_default as td
+from ctok_py.default_models.data import Tokenizer, train_tokenizer
+from ctok_py.default_models.export import write_bundle
+from ctok_py.default_models.nets import (LatentUNet, VaeDecoder, VaeEncoder, make_image_encoder,
+                                        make_text_encoder)
+from ctok_py.reference_inputs import smooth_image
 
 SENTENCES = [
     "a photo of a red striped dress", "a blue t-shirt with dots", "a photo of a plain shoe",
@@ -29,32 +33,18 @@ SENTENCES = [
 PROMPTS = ["a photo of a red striped dress", "", "a blue shoe with dots"]
 
 
-def smooth_image(h: int, w: int, seed: int) -> np.ndarray:
-    """A smooth colourful test image (gradients and a disc), uint8 [h, w, 3]."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    img = np.zeros((h, w, 3), np.float32)
-    for c in range(3):
-        fx, fy, ph = rng.uniform(0.5, 3.0), rng.uniform(0.5, 3.0), rng.uniform(0, 6.28)
-        img[..., c] = 0.5 + 0.4 * np.sin(fx * x / w * 6.28 + fy * y / h * 6.28 + ph)
-    cy, cx, r = rng.uniform(0.3, 0.7) * h, rng.uniform(0.3, 0.7) * w, 0.25 * min(h, w)
-    disc = ((y - cy) ** 2 + (x - cx) ** 2) < r * r
-    img[disc] = rng.uniform(0, 1, 3)
-    return (img.clip(0, 1) * 255 + 0.5).astype(np.uint8)
-
-
 def build(out: str, seed: int = 0) -> dict:
     torch.manual_seed(seed)
     words = sorted({w for s in SENTENCES for w in s.split()})
     tmp = tempfile.mkdtemp()
     try:
         tok_path = os.path.join(tmp, "tokenizer.model")
-        td.train_tokenizer(SENTENCES, words, tok_path)
-        vocab = td.Tokenizer(tok_path).vocab_size
-        text = td.make_text_encoder(vocab, width=24, layers=2, heads=2, feature_dim=16)
-        image = td.make_image_encoder(feature_dim=16, widths=(4, 8, 8, 16))
-        unet = td.LatentUNet(ch=(8, 16), context_width=24, temb=16)
-        enc, dec = td.VaeEncoder(ch=4), td.VaeDecoder(ch=4)
+        train_tokenizer(SENTENCES, words, tok_path)
+        vocab = Tokenizer(tok_path).vocab_size
+        text = make_text_encoder(vocab, width=24, layers=2, heads=2, feature_dim=16)
+        image = make_image_encoder(feature_dim=16, widths=(4, 8, 8, 16))
+        unet = LatentUNet(ch=(8, 16), context_width=24, temb=16)
+        enc, dec = VaeEncoder(ch=4), VaeDecoder(ch=4)
         for m in (text, image, unet, enc, dec):
             m.eval()
         # BatchNorm running stats away from identity, so a wrong eval/train mode shows.
@@ -68,12 +58,11 @@ def build(out: str, seed: int = 0) -> dict:
         raw = smooth_image(48, 40, seed + 20)
         card = {"source": "random weights from ctok_py.make_fixture_bundle (tests only)",
                 "seed": seed, "metrics": {}}
-        if os.path.isdir(out):
-            shutil.rmtree(out)
-        manifest = td.write_bundle(out, "fixture-tiny", text, image, unet, enc, dec,
-                                   latent_scale=0.8, logit_scale=20.0, tokenizer_path=tok_path,
-                                   prompts=PROMPTS, pixels_u8=pixels, vae_u8=vae_imgs,
-                                   raw_u8=raw, card=card)
+        # Replaces a bundle at ``out`` whole, atomically (ctok_py.bundle_writer).
+        manifest = write_bundle(out, "fixture-tiny", text, image, unet, enc, dec,
+                                latent_scale=0.8, logit_scale=20.0, tokenizer_path=tok_path,
+                                prompts=PROMPTS, pixels_u8=pixels, vae_u8=vae_imgs,
+                                raw_u8=raw, card=card)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return manifest
