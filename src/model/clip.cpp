@@ -47,8 +47,11 @@ std::string short_prompt(const std::string& p) {
 
 ClipModel::ClipModel(const Bundle& bundle) : bundle_(bundle) {}
 
-void ClipModel::check_tokens(const TokenVectors& tokens) const {
-  const int64_t width = bundle_.width();
+namespace {
+
+// Every vector [n >= 1, width], floating point, finite.
+void check_vectors(const Bundle& bundle, const TokenVectors& tokens) {
+  const int64_t width = bundle.width();
   for (const auto& [name, v] : tokens) {
     if (!v.defined() || v.dim() != 2 || v.size(0) < 1) {
       throw bad_input("token vectors must be a [n_vectors, width] tensor").key(name)
@@ -56,20 +59,24 @@ void ClipModel::check_tokens(const TokenVectors& tokens) const {
     }
     if (v.size(1) != width) {
       throw bad_input("token width " + std::to_string(v.size(1)) + " does not match bundle text.width " +
-                      std::to_string(width) + " (bundle " + bundle_.name() + ")")
+                      std::to_string(width) + " (bundle " + bundle.name() + ")")
           .key(name);
     }
     if (!v.is_floating_point()) throw bad_input("token vectors must be floating point").key(name);
-    {
-      torch::NoGradGuard no_grad;
-      if (!torch::isfinite(v).all().item<bool>()) throw bad_input("token vectors contain NaN or Inf").key(name);
-    }
-    bundle_.tokenizer().check_custom_token(name);
+    torch::NoGradGuard no_grad;
+    if (!torch::isfinite(v).all().item<bool>()) throw bad_input("token vectors contain NaN or Inf").key(name);
   }
 }
 
+}  // namespace
+
+void ClipModel::check_tokens(const TokenVectors& tokens) const {
+  check_vectors(bundle_, tokens);
+  for (const auto& [name, v] : tokens) bundle_.tokenizer().check_custom_token(name);
+}
+
 PromptBatch ClipModel::tokenize(const std::vector<std::string>& prompts, const TokenVectors& tokens) const {
-  check_tokens(tokens);
+  check_vectors(bundle_, tokens);  // the strings are checked once, as the table is built
   std::map<std::string, int64_t> lengths;
   for (const auto& [name, v] : tokens) lengths[name] = v.size(0);
   return tokenize(prompts, lengths);
@@ -78,7 +85,8 @@ PromptBatch ClipModel::tokenize(const std::vector<std::string>& prompts, const T
 PromptBatch ClipModel::tokenize(const std::vector<std::string>& prompts,
                                 const std::map<std::string, int64_t>& token_lengths) const {
   const text::Tokenizer& tok = bundle_.tokenizer();
-  text::CustomTokens custom;  // this request's table, in token_lengths' (sorted) order
+  PromptBatch batch;
+  text::CustomTokens& custom = batch.custom;  // this request's table, in token_lengths' (sorted) order
   for (const auto& [name, n] : token_lengths) {
     if (n < 1) throw bad_input("a custom token needs at least one vector").key(name).found(std::to_string(n));
     custom.add(tok, name);
@@ -88,9 +96,7 @@ PromptBatch ClipModel::tokenize(const std::vector<std::string>& prompts,
   const int64_t B = static_cast<int64_t>(prompts.size());
   const auto special = tok.special();
 
-  PromptBatch batch;
   batch.prompts = prompts;
-  batch.custom = custom;
   batch.ids = torch::empty({B, L}, torch::kLong);
   batch.eos_index = torch::empty({B}, torch::kLong);
   batch.truncated.assign(prompts.size(), 0);

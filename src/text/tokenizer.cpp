@@ -53,8 +53,8 @@ std::string Tokenizer::known_as_single_piece(const std::string& token) const {
 
 std::vector<Segment> Tokenizer::split_custom(const std::string& text, const CustomTokens& table) const {
   std::vector<Segment> out;
-  const std::vector<std::string>& custom_ = table.tokens();
-  if (custom_.empty()) {
+  const std::vector<std::string>& tokens = table.tokens();
+  if (tokens.empty()) {
     if (!text.empty()) out.push_back({text, -1});
     return out;
   }
@@ -63,8 +63,8 @@ std::vector<Segment> Tokenizer::split_custom(const std::string& text, const Cust
     // Longest registered token starting here.
     size_t best_len = 0;
     int64_t best = -1;
-    for (size_t k = 0; k < custom_.size(); ++k) {
-      const std::string& t = custom_[k];
+    for (size_t k = 0; k < tokens.size(); ++k) {
+      const std::string& t = tokens[k];
       if (t.size() > best_len && text.compare(i, t.size(), t) == 0) {
         best_len = t.size();
         best = static_cast<int64_t>(k);
@@ -75,7 +75,7 @@ std::vector<Segment> Tokenizer::split_custom(const std::string& text, const Cust
       continue;
     }
     if (i > start) out.push_back({text.substr(start, i - start), -1});
-    out.push_back({custom_[static_cast<size_t>(best)], table.id(custom_[static_cast<size_t>(best)])});
+    out.push_back({tokens[static_cast<size_t>(best)], table.id(tokens[static_cast<size_t>(best)])});
     i += best_len;
     start = i;
   }
