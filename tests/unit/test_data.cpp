@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "ctok/core/error.hpp"
+#include "ctok/core/random.hpp"
 #include "ctok/data/concepts.hpp"
 #include "ctok/data/deepfashion2.hpp"
 #include "ctok/data/image_folder.hpp"
