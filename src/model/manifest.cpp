@@ -366,12 +366,7 @@ std::string default_bundle_dir() {
   namespace fs = std::filesystem;
   std::vector<fs::path> candidates;
   std::error_code ec;
-  fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  if (!ec && !exe.empty()) {
-    const fs::path bin = exe.parent_path();
-    candidates.push_back(bin / ".." / "share" / "ctok" / "models" / "default");
-    candidates.push_back(bin / ".." / ".." / "models" / "default");
-  }
+  for (const std::string& c : executable_data_candidates("models/default")) candidates.push_back(c);
 #ifdef CTOK_INSTALL_DATADIR
   candidates.push_back(fs::path(CTOK_INSTALL_DATADIR) / "models" / "default");
 #endif
