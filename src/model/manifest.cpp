@@ -361,6 +361,17 @@ void require_sha256_match(const Manifest& manifest) {
   }
 }
 
+std::unique_ptr<text::Tokenizer> load_tokenizer(const Manifest& manifest) {
+  const std::string path = manifest.path_of(manifest.tokenizer.file);
+  if (!file_exists(path)) throw bad_input("file named in bundle.json is missing").file(path).key("tokenizer.file");
+  const text::SpecialIds special{manifest.text.bos_id, manifest.text.eos_id, manifest.text.pad_id};
+  std::unique_ptr<text::Tokenizer> tok = manifest.tokenizer.type == TokenizerType::kSentencePiece
+                                             ? text::load_sentencepiece(path, special)
+                                             : text::load_clip_bpe(path);
+  tok->set_special(special);
+  return tok;
+}
+
 std::string default_bundle_dir() {
   if (const char* env = std::getenv("CTOK_BUNDLE"); env && *env) return env;
   namespace fs = std::filesystem;
