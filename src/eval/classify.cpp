@@ -1,5 +1,5 @@
 // ctok-eval --task classify: the hidden-category classification of docs/method.md §5 on
-// FashionWorld (eval.hpp). Replaces scripts/validate_learn.sh and its Python helper.
+// FashionWorld (eval.hpp). Replaces the removed scripts/validate_learn.sh and its Python helper.
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
