@@ -132,12 +132,7 @@ void require_object(const Json& value, const std::string& where) {
 
 void check_keys(const Json& object, const std::vector<std::string>& allowed, const std::string& where) {
   require_object(object, where);
-  for (auto it = object.begin(); it != object.end(); ++it) {
-    if (std::find(allowed.begin(), allowed.end(), it.key()) != allowed.end()) continue;
-    std::string list;
-    for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
-    throw bad_input("unknown key").file(where).key(it.key()).expected("one of: " + list);
-  }
+  Section(object, where, "").check_keys(allowed);
 }
 
 namespace detail {
@@ -153,12 +148,14 @@ void throw_range_error(const Json& value, const std::string& expected, const std
 }
 
 }  // namespace detail
+
 Section::Section(const Json& object, std::string origin, std::string prefix, const std::string& top_key,
                  std::string unknown_key)
     : object_(object), origin_(std::move(origin)), prefix_(std::move(prefix)), unknown_key_(std::move(unknown_key)) {
   if (!object_.is_object()) {
-    throw bad_input("wrong type").file(origin_).key(prefix_.empty() ? top_key : prefix_).expected("object").found(
-        describe(object_));
+    const std::string key = prefix_.empty() ? top_key : prefix_;
+    if (key.empty()) require_object(object_, origin_);
+    throw bad_input("wrong type").file(origin_).key(key).expected("object").found(describe(object_));
   }
 }
 

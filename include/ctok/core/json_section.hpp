@@ -23,7 +23,8 @@ class Section {
  public:
   // bad_input "wrong type" unless `object` is an object. `prefix` is the dotted path of
   // the object ("" at the top); `top_key` names the top in that message ("bundle.json");
-  // `unknown_key` is the message of check_keys.
+  // `unknown_key` is the message of check_keys. An object with neither gets the message of
+  // require_object.
   Section(const Json& object, std::string origin, std::string prefix, const std::string& top_key = "",
           std::string unknown_key = "unknown key");
 
