@@ -1,6 +1,7 @@
 #include "ctok/core/random.hpp"
 
 #include <cstdint>
+#include <initializer_list>
 
 namespace ctok {
 
