@@ -191,13 +191,7 @@ int tokenize(const TokenizeOptions& o, const ctok::tool::CommonOptions& common, 
     if (context == 0) context = 77;
   } else {
     const auto m = ctok::model::load_manifest(common.bundle_dir());
-    const ctok::text::SpecialIds special{m.text.bos_id, m.text.eos_id, m.text.pad_id};
-    if (m.tokenizer.type == ctok::model::TokenizerType::kSentencePiece) {
-      tok = ctok::text::load_sentencepiece(m.path_of(m.tokenizer.file), special);
-    } else {
-      tok = ctok::text::load_clip_bpe(m.path_of(m.tokenizer.file));
-      tok->set_special(special);
-    }
+    tok = ctok::model::load_tokenizer(m);
     if (context == 0) context = m.text.context_length;
   }
   ctok::text::CustomTokens custom;

@@ -156,4 +156,17 @@ bool directory_exists(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+std::string executable_dir() {
+  std::error_code ec;
+  const std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec || exe.empty() ? std::string() : exe.parent_path().string();
+}
+
+std::vector<std::string> executable_data_candidates(const std::string& relative) {
+  const std::string exe = executable_dir();
+  if (exe.empty()) return {};
+  const std::filesystem::path bin(exe);
+  return {(bin / ".." / "share" / "ctok" / relative).string(), (bin / ".." / ".." / relative).string()};
+}
+
 }  // namespace ctok

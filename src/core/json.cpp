@@ -1,4 +1,5 @@
 #include "ctok/core/json.hpp"
+#include "ctok/core/json_section.hpp"
 
 #include <algorithm>
 #include <set>
@@ -131,12 +132,7 @@ void require_object(const Json& value, const std::string& where) {
 
 void check_keys(const Json& object, const std::vector<std::string>& allowed, const std::string& where) {
   require_object(object, where);
-  for (auto it = object.begin(); it != object.end(); ++it) {
-    if (std::find(allowed.begin(), allowed.end(), it.key()) != allowed.end()) continue;
-    std::string list;
-    for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
-    throw bad_input("unknown key").file(where).key(it.key()).expected("one of: " + list);
-  }
+  Section(object, where, "").check_keys(allowed);
 }
 
 namespace detail {
@@ -152,4 +148,51 @@ void throw_range_error(const Json& value, const std::string& expected, const std
 }
 
 }  // namespace detail
+
+Section::Section(const Json& object, std::string origin, std::string prefix, const std::string& top_key,
+                 std::string unknown_key)
+    : object_(object), origin_(std::move(origin)), prefix_(std::move(prefix)), unknown_key_(std::move(unknown_key)) {
+  if (!object_.is_object()) {
+    const std::string key = prefix_.empty() ? top_key : prefix_;
+    if (key.empty()) require_object(object_, origin_);
+    throw bad_input("wrong type").file(origin_).key(key).expected("object").found(describe(object_));
+  }
+}
+
+void Section::check_keys(const std::vector<std::string>& allowed) const {
+  for (auto it = object_.begin(); it != object_.end(); ++it) {
+    if (std::find(allowed.begin(), allowed.end(), it.key()) != allowed.end()) continue;
+    std::string list;
+    for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
+    throw bad_input(unknown_key_).file(origin_).key(full(it.key())).expected("one of: " + list);
+  }
+}
+
+void Section::invalid(const std::string& key, const std::string& expected, const std::string& found) const {
+  throw bad_input("invalid value").file(origin_).key(full(key)).expected(expected).found(found);
+}
+
+int64_t Section::positive(const std::string& key) const {
+  int64_t v = require<int64_t>(key);
+  if (v <= 0) invalid(key, "a positive integer", std::to_string(v));
+  return v;
+}
+
+std::string Section::one_of(const std::string& key, const std::vector<std::string>& allowed,
+                            const std::string* fallback) const {
+  std::string v = fallback && !has(key) ? *fallback : require<std::string>(key);
+  if (std::find(allowed.begin(), allowed.end(), v) == allowed.end()) {
+    std::string list;
+    for (const auto& a : allowed) list += (list.empty() ? "" : " | ") + a;
+    invalid(key, list, "\"" + v + "\"");
+  }
+  return v;
+}
+
+std::string Section::file(const std::string& key) const {
+  std::string v = require<std::string>(key);
+  if (v.empty()) invalid(key, "a file name", "an empty string");
+  return v;
+}
+
 }  // namespace ctok::json

@@ -1,5 +1,5 @@
 // ctok-eval --task classify: the hidden-category classification of docs/method.md §5 on
-// FashionWorld (eval.hpp). Replaces scripts/validate_learn.sh and its Python helper.
+// FashionWorld (eval.hpp). Replaces the removed scripts/validate_learn.sh and its Python helper.
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -15,6 +15,7 @@
 #include "ctok/core/fs.hpp"
 #include "ctok/core/json.hpp"
 #include "ctok/core/progress.hpp"
+#include "ctok/core/random.hpp"
 #include "ctok/data/concepts.hpp"
 #include "ctok/data/deepfashion2.hpp"
 #include "ctok/eval/eval.hpp"
@@ -64,7 +65,7 @@ std::vector<Category> world_categories(const std::string& root) {
 }
 
 // k distinct indices of [0, n) with the generator (partial Fisher-Yates).
-std::vector<std::size_t> draw(std::size_t n, std::size_t k, data::SplitMix64& g) {
+std::vector<std::size_t> draw(std::size_t n, std::size_t k, SplitMix64& g) {
   std::vector<std::size_t> idx(n);
   for (std::size_t i = 0; i < n; ++i) idx[i] = i;
   k = std::min(k, n);
@@ -185,7 +186,7 @@ EvalSummary run_classification(const model::Bundle& bundle, const ClassifyOption
     std::vector<int64_t> pairs;
     for (const auto& [p, v] : by_pair) pairs.push_back(p);
     for (uint64_t seed : o.seeds) {
-      data::SplitMix64 g(data::mix_seed(seed, fnv1a(h), 0xc1a55u));
+      SplitMix64 g(mix_seed(seed, fnv1a(h), 0xc1a55u));
       Unit u{h, seed, {}, {}};
       for (std::size_t i : draw(pairs.size(), static_cast<std::size_t>(o.shots), g)) {
         const auto& v = by_pair[pairs[i]];

@@ -20,6 +20,7 @@
 #include "ctok/core/fs.hpp"
 #include "ctok/core/json.hpp"
 #include "ctok/core/progress.hpp"
+#include "ctok/core/random.hpp"
 #include "ctok/data/concepts.hpp"
 #include "ctok/gair/gair.hpp"
 #include "ctok/image/image.hpp"
@@ -548,7 +549,7 @@ UnitRecord Evaluation::evaluate_unit(const data::Concept& c, uint64_t seed, bool
     for (auto it = targets_.lower_bound({c.pair_id, 1}); it != targets_.end() && it->first.first == c.pair_id; ++it)
       if (it->first.second != c.style && !it->second.colour.empty() && it->second.colour != own) options.push_back(it->first);
     if (!options.empty()) {
-      data::SplitMix64 g(data::mix_seed(seed, static_cast<uint64_t>(c.pair_id), static_cast<uint64_t>(c.style), 0x8u));
+      SplitMix64 g(mix_seed(seed, static_cast<uint64_t>(c.pair_id), static_cast<uint64_t>(c.style), 0x8u));
       comp = options[g.below(options.size())];
       rec.composition_style = comp->second;
       rec.composition_colour = targets_.at(*comp).colour;

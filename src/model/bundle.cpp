@@ -116,14 +116,8 @@ Bundle Bundle::load(const BundleOptions& options) {
   b->dtype = to_dtype(options.precision);
 
   // Tokenizer, with the manifest's special ids.
-  const std::string tok_path = require_file(b->dir, m.tokenizer.file, "tokenizer.file");
-  text::SpecialIds special{m.text.bos_id, m.text.eos_id, m.text.pad_id};
-  if (m.tokenizer.type == TokenizerType::kSentencePiece) {
-    b->tokenizer = text::load_sentencepiece(tok_path, special);
-  } else {
-    b->tokenizer = text::load_clip_bpe(tok_path);
-  }
-  b->tokenizer->set_special(special);
+  b->tokenizer = load_tokenizer(m);
+  const std::string tok_path = m.path_of(m.tokenizer.file);
   if (b->tokenizer->vocab_size() > m.text.vocab_size) {
     throw bad_input("tokenizer vocabulary is larger than the text encoder's embedding table")
         .file(tok_path).key("text.vocab_size")

@@ -13,6 +13,7 @@
 #include "ctok/core/error.hpp"
 #include "ctok/core/fs.hpp"
 #include "ctok/core/json.hpp"
+#include "ctok/core/json_section.hpp"
 #include "ctok/core/sha256.hpp"
 
 #ifndef CTOK_SOURCE_DIR
@@ -24,76 +25,11 @@ namespace {
 
 using json::Json;
 
-// Field access with dotted key paths in messages: "bundle.json: text.width: ...".
-class Section {
+// The checked reads of json::Section, with bundle.json's messages.
+class Section : public json::Section {
  public:
   Section(const Json& object, std::string origin, std::string prefix)
-      : object_(object), origin_(std::move(origin)), prefix_(std::move(prefix)) {
-    if (!object_.is_object()) {
-      throw bad_input("wrong type").file(origin_).key(prefix_.empty() ? "bundle.json" : prefix_).expected("object").found(
-          json::describe(object_));
-    }
-  }
-
-  std::string full(const std::string& key) const { return prefix_.empty() ? key : prefix_ + "." + key; }
-  bool has(const std::string& key) const { return object_.contains(key); }
-  const Json& raw(const std::string& key) const { return object_.at(key); }
-  const std::string& origin() const { return origin_; }
-
-  template <typename T>
-  T require(const std::string& key) const {
-    auto it = object_.find(key);
-    if (it == object_.end()) {
-      throw bad_input("missing required key").file(origin_).key(full(key)).expected(json::detail::expected_name<T>());
-    }
-    return json::convert<T>(*it, full(key), origin_);
-  }
-
-  template <typename T>
-  T optional(const std::string& key, T fallback) const {
-    auto it = object_.find(key);
-    return it == object_.end() ? fallback : json::convert<T>(*it, full(key), origin_);
-  }
-
-  void check_keys(const std::vector<std::string>& allowed) const {
-    for (auto it = object_.begin(); it != object_.end(); ++it) {
-      if (std::find(allowed.begin(), allowed.end(), it.key()) != allowed.end()) continue;
-      std::string list;
-      for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
-      throw bad_input("unknown key in bundle manifest").file(origin_).key(full(it.key())).expected("one of: " + list);
-    }
-  }
-
-  [[noreturn]] void invalid(const std::string& key, const std::string& expected, const std::string& found) const {
-    throw bad_input("invalid value").file(origin_).key(full(key)).expected(expected).found(found);
-  }
-
-  int64_t positive(const std::string& key) const {
-    int64_t v = require<int64_t>(key);
-    if (v <= 0) invalid(key, "a positive integer", std::to_string(v));
-    return v;
-  }
-
-  std::string one_of(const std::string& key, const std::vector<std::string>& allowed, const std::string* fallback) const {
-    std::string v = fallback && !has(key) ? *fallback : require<std::string>(key);
-    if (std::find(allowed.begin(), allowed.end(), v) == allowed.end()) {
-      std::string list;
-      for (const auto& a : allowed) list += (list.empty() ? "" : " | ") + a;
-      invalid(key, list, "\"" + v + "\"");
-    }
-    return v;
-  }
-
-  std::string file(const std::string& key) const {
-    std::string v = require<std::string>(key);
-    if (v.empty()) invalid(key, "a file name", "an empty string");
-    return v;
-  }
-
- private:
-  const Json& object_;
-  std::string origin_;
-  std::string prefix_;
+      : json::Section(object, std::move(origin), std::move(prefix), "bundle.json", "unknown key in bundle manifest") {}
 };
 
 std::string number_text(double v) {
@@ -361,17 +297,23 @@ void require_sha256_match(const Manifest& manifest) {
   }
 }
 
+std::unique_ptr<text::Tokenizer> load_tokenizer(const Manifest& manifest) {
+  const std::string path = manifest.path_of(manifest.tokenizer.file);
+  if (!file_exists(path)) throw bad_input("file named in bundle.json is missing").file(path).key("tokenizer.file");
+  const text::SpecialIds special{manifest.text.bos_id, manifest.text.eos_id, manifest.text.pad_id};
+  std::unique_ptr<text::Tokenizer> tok = manifest.tokenizer.type == TokenizerType::kSentencePiece
+                                             ? text::load_sentencepiece(path, special)
+                                             : text::load_clip_bpe(path);
+  tok->set_special(special);
+  return tok;
+}
+
 std::string default_bundle_dir() {
   if (const char* env = std::getenv("CTOK_BUNDLE"); env && *env) return env;
   namespace fs = std::filesystem;
   std::vector<fs::path> candidates;
   std::error_code ec;
-  fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  if (!ec && !exe.empty()) {
-    const fs::path bin = exe.parent_path();
-    candidates.push_back(bin / ".." / "share" / "ctok" / "models" / "default");
-    candidates.push_back(bin / ".." / ".." / "models" / "default");
-  }
+  for (const std::string& c : executable_data_candidates("models/default")) candidates.push_back(c);
 #ifdef CTOK_INSTALL_DATADIR
   candidates.push_back(fs::path(CTOK_INSTALL_DATADIR) / "models" / "default");
 #endif

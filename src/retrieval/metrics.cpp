@@ -5,6 +5,7 @@
 #include <string>
 
 #include "ctok/core/error.hpp"
+#include "ctok/core/random.hpp"
 #include "ctok/data/concepts.hpp"
 
 namespace ctok::retrieval {
@@ -93,7 +94,7 @@ Interval percentile_bootstrap(const std::vector<double>& d, const BootstrapOptio
   if (o.resamples < 1 || !(o.level > 0 && o.level < 1)) {
     throw bad_input("bootstrap options out of range").expected("resamples >= 1, 0 < level < 1");
   }
-  data::SplitMix64 g(data::mix_seed(o.seed, d.size(), 0xB007u));
+  SplitMix64 g(mix_seed(o.seed, d.size(), 0xB007u));
   std::vector<double> means(static_cast<std::size_t>(o.resamples));
   for (auto& m : means) {
     double s = 0;

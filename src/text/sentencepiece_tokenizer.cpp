@@ -5,11 +5,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <climits>
 #include <cstdlib>
 #include <mutex>
 
 #include "ctok/core/error.hpp"
+#include "ctok/core/fs.hpp"
 #include "ctok/text/tokenizer.hpp"
 #include "text/sentencepiece_tokenizer.hpp"
 #include "text/spm_shim/spm_shim.h"
@@ -51,15 +51,6 @@ namespace {
 
 using ShimApi = detail::SpmShimApi;
 constexpr const char* kShimName = "libctok_spm_shim.so";
-
-std::string exe_dir() {
-  char buf[PATH_MAX];
-  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n <= 0) return {};
-  std::string p(buf, static_cast<size_t>(n));
-  const size_t slash = p.rfind('/');
-  return slash == std::string::npos ? std::string() : p.substr(0, slash);
-}
 
 template <typename F>
 bool bind(void* handle, const char* name, F& fn, std::string& error) {
@@ -126,7 +117,7 @@ const ShimApi& shim() {
     if (const char* env = std::getenv("CTOK_SPM_SHIM"); env != nullptr && *env != '\0') {
       candidates.push_back(env);  // an explicit choice is the only one tried
     } else {
-      if (const std::string dir = exe_dir(); !dir.empty()) candidates.push_back(dir + "/../lib/" + kShimName);
+      if (const std::string dir = executable_dir(); !dir.empty()) candidates.push_back(dir + "/../lib/" + kShimName);
 #ifdef CTOK_INSTALL_LIBDIR
       candidates.push_back(std::string(CTOK_INSTALL_LIBDIR) + "/" + kShimName);
 #endif

@@ -79,21 +79,10 @@ AttributeSet read_attribute_file(const std::string& path) {
   return a;
 }
 
-namespace {
-std::string exe_dir() {
-  std::error_code ec;
-  const fs::path p = fs::read_symlink("/proc/self/exe", ec);
-  return ec ? std::string() : p.parent_path().string();
-}
-}  // namespace
-
 std::string default_attributes_dir() {
   if (const char* env = std::getenv("CTOK_ATTRIBUTES"); env && *env) return env;
   std::vector<fs::path> candidates;
-  if (const std::string exe = exe_dir(); !exe.empty()) {
-    candidates.push_back(fs::path(exe) / ".." / "share" / "ctok" / "configs" / "attributes");
-    candidates.push_back(fs::path(exe) / ".." / ".." / "configs" / "attributes");
-  }
+  for (const std::string& c : executable_data_candidates("configs/attributes")) candidates.push_back(c);
   candidates.push_back(fs::path(CTOK_SOURCE_DIR) / "configs" / "attributes");
   for (const auto& c : candidates) {
     std::error_code ec;

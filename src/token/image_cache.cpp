@@ -8,6 +8,7 @@
 
 #include "ctok/core/error.hpp"
 #include "ctok/core/fs.hpp"
+#include "ctok/core/random.hpp"
 #include "ctok/core/safetensors.hpp"
 #include "ctok/core/sha256.hpp"
 #include "ctok/data/concepts.hpp"
@@ -19,7 +20,7 @@ image::Box variant_box(const image::Box& base, int width, int height, int varian
   image::Box b{std::max(0, base.x1), std::max(0, base.y1), std::min(width, base.x2), std::min(height, base.y2)};
   if (b.x2 <= b.x1 || b.y2 <= b.y1) b = {0, 0, width, height};
   if (variant < 2 || jitter <= 0) return b;
-  data::SplitMix64 g(data::mix_seed(0x6a177e5ull, static_cast<uint64_t>(variant)));
+  SplitMix64 g(mix_seed(0x6a177e5ull, static_cast<uint64_t>(variant)));
   const double w = b.x2 - b.x1, h = b.y2 - b.y1;
   auto move = [&](double size) { return (2.0 * g.uniform() - 1.0) * jitter * size; };
   const double x1 = b.x1 + move(w), y1 = b.y1 + move(h), x2 = b.x2 + move(w), y2 = b.y2 + move(h);
@@ -117,7 +118,7 @@ ImageCache build_image_cache(const model::Bundle& bundle, model::ClipModel& clip
   if (static_cast<int>(neg_sources.size()) > r.max_negatives && r.max_negatives > 0) {
     std::vector<std::size_t> order(neg_sources.size());
     for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
-    data::SplitMix64 g(data::mix_seed(r.negative_seed, 0x4e4547ull));
+    SplitMix64 g(mix_seed(r.negative_seed, 0x4e4547ull));
     for (std::size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[g.below(i)]);
     order.resize(static_cast<std::size_t>(r.max_negatives));
     std::sort(order.begin(), order.end());

@@ -15,6 +15,7 @@
 #include "ctok/core/fs.hpp"
 #include "ctok/core/log.hpp"
 #include "ctok/core/progress.hpp"
+#include "ctok/core/random.hpp"
 #include "ctok/core/safetensors.hpp"
 #include "ctok/core/sha256.hpp"
 #include "ctok/data/concepts.hpp"
@@ -26,8 +27,6 @@
 
 namespace ctok::token {
 namespace fs = std::filesystem;
-using data::mix_seed;
-using data::SplitMix64;
 
 namespace {
 

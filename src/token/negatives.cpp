@@ -11,6 +11,7 @@
 #include "ctok/core/fs.hpp"
 #include "ctok/core/json.hpp"
 #include "ctok/core/progress.hpp"
+#include "ctok/core/random.hpp"
 #include "ctok/core/sha256.hpp"
 #include "ctok/data/image_folder.hpp"
 #include "ctok/image/image.hpp"
@@ -28,7 +29,7 @@ std::string spaces(std::string s) {
 }
 
 template <class T>
-void shuffle(std::vector<T>& v, data::SplitMix64& g) {
+void shuffle(std::vector<T>& v, SplitMix64& g) {
   for (std::size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[g.below(i)]);
 }
 
@@ -104,7 +105,7 @@ std::vector<ImageSource> negatives_from_split(const data::Split& split, const Sp
     throw bad_input("the split has no user item of the parent's categories to use as negatives").file(split.dir)
         .expected("user items of " + looked);
   }
-  data::SplitMix64 g(data::mix_seed(o.seed, static_cast<uint64_t>(o.exclude_pair_id + 1), 0x4e45470au));
+  SplitMix64 g(mix_seed(o.seed, static_cast<uint64_t>(o.exclude_pair_id + 1), 0x4e45470au));
   std::vector<data::Crop> picked[2];
   for (int p = 0; p < 2; ++p) {
     // Round-robin over shuffled identities: one crop each while identities last.

@@ -22,29 +22,12 @@
 #include "ctok/core/threads.hpp"
 #include "ctok/model/manifest.hpp"
 
+#include "unit/test_util.hpp"
+
 namespace fs = std::filesystem;
+using ctok::test::TempDir;
 
 namespace {
-
-// A fresh directory per test, removed afterwards.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "ctok_test_XXXXXX").string();
-    path_ = ::mkdtemp(tmpl.data()) ? tmpl : "";
-    if (path_.empty()) throw std::runtime_error("mkdtemp failed");
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::permissions(path_, fs::perms::owner_all, ec);
-    fs::remove_all(path_, ec);
-  }
-  std::string operator/(const std::string& name) const { return (fs::path(path_) / name).string(); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 template <typename F>
 ctok::Error catch_error(F&& f) {

@@ -5,8 +5,11 @@
 #include "ctok/core/error.hpp"
 #include "ctok/eval/eval.hpp"
 
+#include "unit/test_util.hpp"
+
 using namespace ctok;
 using namespace ctok::eval;
+using ctok::test::expect_bad_input;
 
 namespace {
 
@@ -19,26 +22,16 @@ UnitRecord rec(int64_t pair, uint64_t seed, std::map<std::string, int64_t> ranks
   return r;
 }
 
-void expect_bad(const std::function<void()>& f, const std::string& needle) {
-  try {
-    f();
-    FAIL() << "accepted";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.kind(), ErrorKind::kBadInput);
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
-
 }  // namespace
 
 TEST(Eval, ParsesMethodsAndSeeds) {
   EXPECT_EQ(parse_methods("text, inv,inv+cls+sub"), (std::vector<std::string>{"text", "inv", "inv+cls+sub"}));
-  expect_bad([] { parse_methods("text,magic"); }, "image-mean");  // the known ones are listed
-  expect_bad([] { parse_methods("inv,inv"); }, "twice");
-  expect_bad([] { parse_methods(""); }, "no method");
+  expect_bad_input([] { parse_methods("text,magic"); }, "image-mean");  // the known ones are listed
+  expect_bad_input([] { parse_methods("inv,inv"); }, "twice");
+  expect_bad_input([] { parse_methods(""); }, "no method");
   EXPECT_EQ(parse_seeds("0,1,2"), (std::vector<uint64_t>{0, 1, 2}));
-  expect_bad([] { parse_seeds("0,-1"); }, "seed");
-  expect_bad([] { parse_seeds("3,3"); }, "twice");
+  expect_bad_input([] { parse_seeds("0,-1"); }, "seed");
+  expect_bad_input([] { parse_seeds("3,3"); }, "twice");
   EXPECT_TRUE(is_learned("inv+cls"));
   EXPECT_FALSE(is_learned("image-mean"));
   // The GAIR rows are known methods but not run unless named (they need --composition).
@@ -57,10 +50,10 @@ TEST(Eval, GairSettingsFromJson) {
   EXPECT_EQ(g.tune_min_identity, 61);
   const auto round = GairEvalOptions::from_json(g.to_json(), "x");
   EXPECT_EQ(round.to_json(), g.to_json());
-  expect_bad([] { GairEvalOptions::from_json({{"alpha", 0.5}}, "cell.json"); }, "gair.alpha");  // unknown key, named
-  expect_bad([] { GairEvalOptions::from_json({{"n", "four"}}, "cell.json"); }, "gair.n");
-  expect_bad([] { GairEvalOptions::from_json({{"alphas", 0.5}}, "cell.json"); }, "gair.alphas");
-  expect_bad([] { GairEvalOptions::from_json(nlohmann::json::array(), "cell.json"); }, "object");
+  expect_bad_input([] { GairEvalOptions::from_json({{"alpha", 0.5}}, "cell.json"); }, "gair.alpha");  // unknown key, named
+  expect_bad_input([] { GairEvalOptions::from_json({{"n", "four"}}, "cell.json"); }, "gair.n");
+  expect_bad_input([] { GairEvalOptions::from_json({{"alphas", 0.5}}, "cell.json"); }, "gair.alphas");
+  expect_bad_input([] { GairEvalOptions::from_json(nlohmann::json::array(), "cell.json"); }, "object");
 }
 
 TEST(Eval, SummaryPairsARowWithItsOwnReference) {
@@ -168,5 +161,5 @@ TEST(Eval, RecordsRoundTripAndBadRecordsAreNamed) {
   EXPECT_EQ(back.seconds.at("inv"), 1.5);
   auto j = r.to_json();
   j["ranks"]["inv"] = 0;
-  expect_bad([&] { UnitRecord::from_json(j, "bad.json"); }, "bad.json");
+  expect_bad_input([&] { UnitRecord::from_json(j, "bad.json"); }, "bad.json");
 }

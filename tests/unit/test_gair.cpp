@@ -14,8 +14,11 @@
 #include "ctok/model/render.hpp"
 #include "ctok/token/attributes.hpp"
 
+#include "unit/test_util.hpp"
+
 using namespace ctok;
 using namespace ctok::gair;
+using ctok::test::expect_bad_input;
 
 namespace {
 
@@ -56,18 +59,6 @@ GairOptions small_options() {
   return o;
 }
 
-template <typename F>
-std::string bad_input_message(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    EXPECT_EQ(e.kind(), ErrorKind::kBadInput) << e.what();
-    return e.what();
-  }
-  ADD_FAILURE() << "no error thrown";
-  return {};
-}
-
 }  // namespace
 
 TEST(Gair, QuerySplitsIntoAttributeAndConceptPrompts) {
@@ -100,10 +91,10 @@ TEST(Gair, QueryFindsSeveralAttributeWordsButNotInsideTheParent) {
 
 TEST(Gair, QueryWithoutTheTokenIsBadInput) {
   const auto attrs = dress_attributes();
-  EXPECT_NE(bad_input_message([&] { parse_query("a photo of a dress in blue", "<x>", "dress", &attrs); })
+  EXPECT_NE(expect_bad_input([&] { parse_query("a photo of a dress in blue", "<x>", "dress", &attrs); })
                 .find("GAIR needs one"),
             std::string::npos);
-  EXPECT_NE(bad_input_message([&] { parse_query("a photo of a <y> dress", "<x>", "dress", &attrs); }).find("<y>"),
+  EXPECT_NE(expect_bad_input([&] { parse_query("a photo of a <y> dress", "<x>", "dress", &attrs); }).find("<y>"),
             std::string::npos);
 }
 
@@ -111,19 +102,19 @@ TEST(Gair, OptionsAreChecked) {
   GairOptions o;
   EXPECT_NO_THROW(validate(o));
   o.alphas = {0.0, 1.5};
-  EXPECT_NE(bad_input_message([&] { validate(o); }).find("alpha outside [0, 1]"), std::string::npos);
+  EXPECT_NE(expect_bad_input([&] { validate(o); }).find("alpha outside [0, 1]"), std::string::npos);
   o.alphas = {0.5};
   o.alpha = -0.1;
-  EXPECT_NE(bad_input_message([&] { validate(o); }).find("alpha"), std::string::npos);
+  EXPECT_NE(expect_bad_input([&] { validate(o); }).find("alpha"), std::string::npos);
   o.alpha.reset();
   o.beta = -1;
-  EXPECT_NE(bad_input_message([&] { validate(o); }).find("beta"), std::string::npos);
+  EXPECT_NE(expect_bad_input([&] { validate(o); }).find("beta"), std::string::npos);
   EXPECT_EQ(parse_alphas("0, 0.25,1"), (std::vector<double>{0.0, 0.25, 1.0}));
-  bad_input_message([] { parse_alphas("0,,1"); });
-  bad_input_message([] { parse_alphas("0,x"); });
+  expect_bad_input([] { parse_alphas("0,,1"); });
+  expect_bad_input([] { parse_alphas("0,x"); });
   EXPECT_EQ(parse_item_key("100017:2", "target").pair_id, 100017);
-  bad_input_message([] { parse_item_key("100017", "target"); });
-  bad_input_message([] { parse_emphasis("both"); });
+  expect_bad_input([] { parse_item_key("100017", "target"); });
+  expect_bad_input([] { parse_emphasis("both"); });
 }
 
 TEST(Gair, HtmlEscapeAndTiles) {

@@ -2,7 +2,6 @@
 // preprocessing, batch loading, grids, PNG round trip. Fixtures: tests/data/image, made by
 // tests/data/image/make_fixtures.py with Debian's Pillow.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -16,8 +15,12 @@
 #include "ctok/core/error.hpp"
 #include "ctok/image/image.hpp"
 
+#include "unit/test_util.hpp"
+
 namespace fs = std::filesystem;
 using namespace ctok::image;
+using ctok::test::expect_bad_input;
+using ctok::test::TempDir;
 
 namespace {
 
@@ -48,20 +51,6 @@ std::array<int, 3> pixel(const Image& im, int x, int y) {
   return {p[0], p[1], p[2]};
 }
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() / ("ctok_test_image_" + std::to_string(::getpid()) + "_" +
-                                        std::to_string(reinterpret_cast<std::uintptr_t>(this)));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
-
 void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
   std::ofstream out(path, std::ios::binary);
   out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
@@ -70,18 +59,6 @@ void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
 std::vector<uint8_t> read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-// Runs `f`, expects a ctok bad_input whose message contains `needle`.
-template <class F>
-void expect_bad_input_naming(F&& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "no exception; expected one naming " << needle;
-  } catch (const ctok::Error& e) {
-    EXPECT_EQ(e.kind(), ctok::ErrorKind::kBadInput) << e.what();
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
 }
 
 struct Case {
@@ -244,10 +221,10 @@ TEST(ImageCrop, ClampsToTheImage) {
 
 TEST(ImageCrop, EmptyAfterClampingIsBadInput) {
   const Image im = ramp(10, 8);
-  expect_bad_input_naming([&] { crop(im, {10, 0, 20, 8}); }, "empty");
-  expect_bad_input_naming([&] { crop(im, {5, 5, 5, 6}); }, "empty");
-  expect_bad_input_naming([&] { crop(im, {-9, -9, -1, -1}); }, "empty");
-  expect_bad_input_naming([&] { crop(im, {6, 0, 2, 8}); }, "empty");
+  expect_bad_input([&] { crop(im, {10, 0, 20, 8}); }, "empty");
+  expect_bad_input([&] { crop(im, {5, 5, 5, 6}); }, "empty");
+  expect_bad_input([&] { crop(im, {-9, -9, -1, -1}); }, "empty");
+  expect_bad_input([&] { crop(im, {6, 0, 2, 8}); }, "empty");
 }
 
 TEST(ImageCrop, HflipMirrors) {
@@ -356,7 +333,7 @@ TEST(ImageDecode, TruncatedJpegNamesTheFile) {
   for (std::size_t keep : {full.size() - 2, full.size() - 50, full.size() / 2, std::size_t{200}}) {
     const std::string path = dir.file("cut_" + std::to_string(keep) + ".jpg");
     write_bytes(path, std::vector<uint8_t>(full.begin(), full.begin() + static_cast<long>(keep)));
-    expect_bad_input_naming([&] { decode_file(path); }, path);
+    expect_bad_input([&] { decode_file(path); }, path);
   }
   // Trailing bytes after the end-of-image marker are fine (common in camera files).
   std::vector<uint8_t> padded = full;
@@ -369,19 +346,19 @@ TEST(ImageDecode, TruncatedPngNamesTheFile) {
   const std::vector<uint8_t> full = encode_png(ramp(64, 48));
   const std::string path = dir.file("cut.png");
   write_bytes(path, std::vector<uint8_t>(full.begin(), full.begin() + static_cast<long>(full.size() / 2)));
-  expect_bad_input_naming([&] { decode_file(path); }, path);
+  expect_bad_input([&] { decode_file(path); }, path);
 }
 
 TEST(ImageDecode, NotAnImageMissingEmptyDirectory) {
   TempDir dir;
   const std::string text = dir.file("notes.jpg");
   write_bytes(text, {'h', 'e', 'l', 'l', 'o', '\n'});
-  expect_bad_input_naming([&] { decode_file(text); }, text);
+  expect_bad_input([&] { decode_file(text); }, text);
   const std::string empty = dir.file("empty.png");
   write_bytes(empty, {});
-  expect_bad_input_naming([&] { decode_file(empty); }, empty);
-  expect_bad_input_naming([&] { decode_file(dir.file("missing.png")); }, dir.file("missing.png"));
-  expect_bad_input_naming([&] { decode_file(dir.path.string()); }, dir.path.string());
+  expect_bad_input([&] { decode_file(empty); }, empty);
+  expect_bad_input([&] { decode_file(dir.file("missing.png")); }, dir.file("missing.png"));
+  expect_bad_input([&] { decode_file(dir.fs_path().string()); }, dir.fs_path().string());
 }
 
 TEST(ImageDecode, Webp) {
@@ -414,12 +391,12 @@ TEST(ImagePng, WritePngIsAtomicAndNamesBadDirectories) {
   write_png(path, ramp(8, 8));
   write_png(path, ramp(9, 9));  // replaces
   EXPECT_EQ(decode_file(path).width, 9);
-  for (const auto& entry : fs::directory_iterator(dir.path))  // no temporary left behind
+  for (const auto& entry : fs::directory_iterator(dir.fs_path()))  // no temporary left behind
     EXPECT_EQ(entry.path().filename().string(), "out.png");
   const std::string missing_dir = dir.file("no/such/dir");
-  expect_bad_input_naming([&] { write_png(missing_dir + "/x.png", ramp(4, 4)); }, missing_dir);
+  expect_bad_input([&] { write_png(missing_dir + "/x.png", ramp(4, 4)); }, missing_dir);
   // A file where the directory should be.
-  expect_bad_input_naming([&] { write_png(path + "/x.png", ramp(4, 4)); }, path);
+  expect_bad_input([&] { write_png(path + "/x.png", ramp(4, 4)); }, path);
 }
 
 // ---- from_float / grid --------------------------------------------------------------------
@@ -599,7 +576,7 @@ TEST(ImageBatch, FatalErrorIsTheFirstBadFileDeterministically) {
   for (int threads : {1, 2, 8, 40}) {
     options.threads = threads;
     for (int repeat = 0; repeat < 5; ++repeat)
-      expect_bad_input_naming([&] { load_batch(requests, options); }, requests[7].path);
+      expect_bad_input([&] { load_batch(requests, options); }, requests[7].path);
   }
   options.threads = -1;
   EXPECT_THROW(load_batch(requests, options), ctok::Error);

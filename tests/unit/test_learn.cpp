@@ -22,9 +22,12 @@
 #include "ctok/token/negatives.hpp"
 #include "ctok/token/subspace.hpp"
 
+#include "unit/test_util.hpp"
+
 namespace fs = std::filesystem;
 using namespace ctok;
 using namespace ctok::token;
+using ctok::test::expect_bad_input;
 
 namespace {
 
@@ -104,16 +107,6 @@ LearnRequest request(const Images& im, LearnConfig c = {}) {
 bool all_finite(const StepLosses& l) {
   return std::isfinite(l.total) && std::isfinite(l.inv) && std::isfinite(l.cls_text) && std::isfinite(l.cls_image) &&
          std::isfinite(l.norm);
-}
-
-void expect_bad_input(const std::function<void()>& fn, const std::string& needle) {
-  try {
-    fn();
-    FAIL() << "no error; expected one mentioning " << needle;
-  } catch (const Error& e) {
-    EXPECT_EQ(e.kind(), ErrorKind::kBadInput) << e.what();
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
 }
 
 }  // namespace

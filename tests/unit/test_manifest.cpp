@@ -13,6 +13,8 @@
 #include "ctok/core/json.hpp"
 #include "ctok/model/manifest.hpp"
 
+#include "unit/test_util.hpp"
+
 namespace fs = std::filesystem;
 using ctok::json::Json;
 using ctok::model::FileCheck;
@@ -27,30 +29,18 @@ class ManifestTest : public ::testing::Test {
   void SetUp() override {
     // The fixture is committed (tests/data/tiny_bundle): its absence is a failure, not a skip.
     ASSERT_TRUE(fs::exists(kTiny + "/bundle.json")) << "fixture bundle missing: " << kTiny;
-    std::string tmpl = (fs::temp_directory_path() / "ctok_manifest_XXXXXX").string();
-    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
-    dir_ = tmpl;
     for (const auto& e : fs::directory_iterator(kTiny)) fs::copy(e.path(), fs::path(dir_) / e.path().filename());
     json_ = ctok::json::parse_file(kTiny + "/bundle.json");
-  }
-  void TearDown() override {
-    if (!dir_.empty()) fs::remove_all(dir_);
   }
   void reset() { json_ = ctok::json::parse_file(kTiny + "/bundle.json"); }
   void save() { ctok::write_file_atomic(dir_ + "/bundle.json", json_.dump(2)); }
   std::string load_error() {
     save();
-    try {
-      ctok::model::load_manifest(dir_);
-    } catch (const ctok::Error& e) {
-      EXPECT_EQ(e.kind(), ctok::ErrorKind::kBadInput) << e.what();
-      return e.what();
-    }
-    ADD_FAILURE() << "manifest accepted: " << json_.dump();
-    return "";
+    return ctok::test::expect_bad_input([&] { ctok::model::load_manifest(dir_); });
   }
 
-  std::string dir_;
+  ctok::test::TempDir tmp_{"ctok_manifest"};
+  std::string dir_ = tmp_.path();
   Json json_;
 };
 

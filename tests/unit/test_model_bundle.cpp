@@ -14,8 +14,11 @@
 #include "ctok/model/diffusion.hpp"
 #include "ctok/model/reference.hpp"
 
+#include "unit/test_util.hpp"
+
 namespace fs = std::filesystem;
 using namespace ctok::model;
+using ctok::test::expect_bad_input;
 
 namespace {
 
@@ -49,18 +52,6 @@ class BundleCopy {
   fs::path dir_;
   static inline int counter_ = 0;
 };
-
-// Runs `f`, expects a ctok::Error of kind bad_input whose message contains every `parts`.
-template <typename F>
-void expect_bad_input(F f, const std::vector<std::string>& parts) {
-  try {
-    f();
-    ADD_FAILURE() << "no error";
-  } catch (const ctok::Error& e) {
-    EXPECT_EQ(e.exit_code(), 2) << e.what();
-    for (const auto& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << "'" << p << "' not in: " << e.what();
-  }
-}
 
 }  // namespace
 

@@ -3,8 +3,6 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <unistd.h>
-
 #include <filesystem>
 #include <functional>
 
@@ -18,9 +16,12 @@
 #include "ctok/retrieval/faiss_index.hpp"
 #include "ctok/retrieval/gallery_store.hpp"
 
+#include "unit/test_util.hpp"
+
 namespace fs = std::filesystem;
 using namespace ctok;
 using namespace ctok::retrieval;
+using ctok::test::TempDir;
 
 namespace {
 
@@ -32,16 +33,6 @@ const model::Bundle& tiny() {
   }();
   return b;
 }
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() / ("ctok_gallery_" + std::to_string(::getpid()) + "_" +
-                                        std::to_string(reinterpret_cast<uintptr_t>(this)));
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
 
 // n small JPEGs of distinct colours in dir/img; returns the items (relative paths).
 std::vector<GalleryItem> make_images(const fs::path& dir, int n) {
@@ -80,12 +71,12 @@ GalleryBuildOptions opts(const fs::path& root, const fs::path& store) {
 
 TEST(GalleryStore, BuildOpenRowsAlignedAndNormalised) {
   TempDir t;
-  auto items = make_images(t.path, 7);
-  const auto info = build_gallery_store(tiny(), items, opts(t.path, t.path / "store"));
+  auto items = make_images(t.fs_path(), 7);
+  const auto info = build_gallery_store(tiny(), items, opts(t.fs_path(), t.fs_path() / "store"));
   EXPECT_TRUE(info.complete);
   EXPECT_EQ(info.count, 7);
   EXPECT_EQ(info.shards.size(), 3u);
-  auto st = GalleryStore::open((t.path / "store").string(), tiny());
+  auto st = GalleryStore::open((t.fs_path() / "store").string(), tiny());
   ASSERT_EQ(st.items().size(), 7u);
   ASSERT_EQ(st.features().size(0), 7);
   EXPECT_EQ(st.features().size(1), tiny().image_feature_dim());
@@ -103,7 +94,7 @@ TEST(GalleryStore, BuildOpenRowsAlignedAndNormalised) {
   model::ClipModel clip(tiny());
   std::vector<torch::Tensor> alone;
   for (int i = 0; i < 7; ++i) {
-    image::Image im = image::decode_file((t.path / items[i].path).string());
+    image::Image im = image::decode_file((t.fs_path() / items[i].path).string());
     if (items[i].box) im = image::crop(im, *items[i].box);
     alone.push_back(model::l2_normalize(clip.encode_images({image::preprocess(im, pre)}))[0]);
     EXPECT_TRUE(torch::allclose(alone.back(), st.features()[i], 1e-4, 1e-5)) << i;
@@ -116,9 +107,9 @@ TEST(GalleryStore, BuildOpenRowsAlignedAndNormalised) {
 
 TEST(GalleryStore, HalfBuiltRefusedThenResumed) {
   TempDir t;
-  auto items = make_images(t.path, 7);
-  const fs::path store = t.path / "store";
-  build_gallery_store(tiny(), items, opts(t.path, store));
+  auto items = make_images(t.fs_path(), 7);
+  const fs::path store = t.fs_path() / "store";
+  build_gallery_store(tiny(), items, opts(t.fs_path(), store));
   // Simulate a kill after the first shard: drop the later entries and the final files.
   auto j = json::parse_file((store / "gallery.json").string());
   j["shards"].erase(j["shards"].begin() + 1, j["shards"].end());
@@ -134,16 +125,16 @@ TEST(GalleryStore, HalfBuiltRefusedThenResumed) {
     EXPECT_NE(std::string(e.what()).find("covering 3 of 7 items"), std::string::npos) << e.what();
   }
   fs::remove(store / "features-00002.safetensors");
-  const auto info = build_gallery_store(tiny(), items, opts(t.path, store));
+  const auto info = build_gallery_store(tiny(), items, opts(t.fs_path(), store));
   EXPECT_TRUE(info.complete);
   EXPECT_EQ(GalleryStore::open(store.string(), tiny()).features().size(0), 7);
 }
 
 TEST(GalleryStore, RefusesAnotherBundleAndAnotherList) {
   TempDir t;
-  auto items = make_images(t.path, 3);
-  const fs::path store = t.path / "store";
-  build_gallery_store(tiny(), items, opts(t.path, store));
+  auto items = make_images(t.fs_path(), 3);
+  const fs::path store = t.fs_path() / "store";
+  build_gallery_store(tiny(), items, opts(t.fs_path(), store));
   auto j = json::parse_file((store / "gallery.json").string());
   j["bundle"]["image_encoder_sha256"] = std::string(64, 'a');
   write_file_atomic((store / "gallery.json").string(), j.dump());
@@ -155,22 +146,22 @@ TEST(GalleryStore, RefusesAnotherBundleAndAnotherList) {
     EXPECT_NE(std::string(e.what()).find(image_encoder_sha256(tiny())), std::string::npos) << e.what();
   }
   TempDir t2;
-  const fs::path s2 = t2.path / "store";
-  build_gallery_store(tiny(), items, opts(t.path, s2));
+  const fs::path s2 = t2.fs_path() / "store";
+  build_gallery_store(tiny(), items, opts(t.fs_path(), s2));
   items.pop_back();
-  EXPECT_THROW(build_gallery_store(tiny(), items, opts(t.path, s2)), Error);
+  EXPECT_THROW(build_gallery_store(tiny(), items, opts(t.fs_path(), s2)), Error);
 }
 
 TEST(GalleryStore, BadImageSkippedAndCounted) {
   TempDir t;
-  auto items = make_images(t.path, 4);
-  write_file_atomic((t.path / items[1].path).string(), std::string("not a jpeg"));
-  const auto info = build_gallery_store(tiny(), items, opts(t.path, t.path / "store"));
+  auto items = make_images(t.fs_path(), 4);
+  write_file_atomic((t.fs_path() / items[1].path).string(), std::string("not a jpeg"));
+  const auto info = build_gallery_store(tiny(), items, opts(t.fs_path(), t.fs_path() / "store"));
   EXPECT_EQ(info.count, 3);
   ASSERT_EQ(info.skipped.size(), 1u);
-  auto st = GalleryStore::open((t.path / "store").string(), tiny());
+  auto st = GalleryStore::open((t.fs_path() / "store").string(), tiny());
   EXPECT_EQ(st.items()[1].path, items[2].path);
-  auto o = opts(t.path, t.path / "store2");
+  auto o = opts(t.fs_path(), t.fs_path() / "store2");
   o.skip_bad = false;
   EXPECT_THROW(build_gallery_store(tiny(), items, o), Error);
 }
@@ -267,67 +258,67 @@ TEST(Catalogue, IndexSpecs) {
 
 TEST(Catalogue, FolderAndListSources) {
   TempDir t;
-  make_images(t.path / "shop", 3);
-  make_images(t.path / "shop" / "sub", 2);
-  fs::create_directories(t.path / "shop" / ".hidden");
-  write_file_atomic((t.path / "shop" / ".hidden" / "x.jpg").string(), std::string("x"));
-  write_file_atomic((t.path / "shop" / "notes.txt").string(), std::string("x"));
-  const CatalogueList f = catalogue_from_folder((t.path / "shop").string());
+  make_images(t.fs_path() / "shop", 3);
+  make_images(t.fs_path() / "shop" / "sub", 2);
+  fs::create_directories(t.fs_path() / "shop" / ".hidden");
+  write_file_atomic((t.fs_path() / "shop" / ".hidden" / "x.jpg").string(), std::string("x"));
+  write_file_atomic((t.fs_path() / "shop" / "notes.txt").string(), std::string("x"));
+  const CatalogueList f = catalogue_from_folder((t.fs_path() / "shop").string());
   ASSERT_EQ(f.items.size(), 5u);
   EXPECT_EQ(f.items[0].path, "img/0.jpg");
   EXPECT_EQ(f.items[3].path, "sub/img/0.jpg");
-  EXPECT_TRUE(has(error_of([&] { catalogue_from_folder((t.path / "shop" / ".hidden").string() + "/none"); }), "folder"));
-  write_file_atomic((t.path / "list.txt").string(), std::string("# shop\nshop/img/0.jpg\n\nshop/img/1.jpg\t2,3,30,20\n"));
-  const CatalogueList l = catalogue_from_list((t.path / "list.txt").string());
+  EXPECT_TRUE(has(error_of([&] { catalogue_from_folder((t.fs_path() / "shop" / ".hidden").string() + "/none"); }), "folder"));
+  write_file_atomic((t.fs_path() / "list.txt").string(), std::string("# shop\nshop/img/0.jpg\n\nshop/img/1.jpg\t2,3,30,20\n"));
+  const CatalogueList l = catalogue_from_list((t.fs_path() / "list.txt").string());
   ASSERT_EQ(l.items.size(), 2u);
   ASSERT_TRUE(l.items[1].box.has_value());
   EXPECT_EQ(l.items[1].box->x2, 30);
-  write_file_atomic((t.path / "bad.txt").string(), std::string("a.jpg\nb.jpg\t3,3,1,9\n"));
-  EXPECT_TRUE(has(error_of([&] { catalogue_from_list((t.path / "bad.txt").string()); }), "bad.txt:2"));
+  write_file_atomic((t.fs_path() / "bad.txt").string(), std::string("a.jpg\nb.jpg\t3,3,1,9\n"));
+  EXPECT_TRUE(has(error_of([&] { catalogue_from_list((t.fs_path() / "bad.txt").string()); }), "bad.txt:2"));
 }
 
 TEST(Catalogue, ShardsMergeIntoTheSingleMachineStore) {
   TempDir t;
-  make_images(t.path / "shop", 7);
-  const CatalogueList list = catalogue_from_folder((t.path / "shop").string());
-  build_catalogue(tiny(), list, cat_opts(t.path / "one", "0/1"));
+  make_images(t.fs_path() / "shop", 7);
+  const CatalogueList list = catalogue_from_folder((t.fs_path() / "shop").string());
+  build_catalogue(tiny(), list, cat_opts(t.fs_path() / "one", "0/1"));
   std::vector<std::string> parts;
   for (int i = 0; i < 3; ++i) {
-    parts.push_back((t.path / ("part" + std::to_string(i))).string());
+    parts.push_back((t.fs_path() / ("part" + std::to_string(i))).string());
     build_catalogue(tiny(), list, cat_opts(parts.back(), std::to_string(i) + "/3"));
   }
   // Given in any order.
-  const MergeReport r = merge_catalogues({parts[2], parts[0], parts[1]}, (t.path / "merged").string());
+  const MergeReport r = merge_catalogues({parts[2], parts[0], parts[1]}, (t.fs_path() / "merged").string());
   EXPECT_EQ(r.info.count, 7);
-  const GalleryStore one = GalleryStore::open((t.path / "one").string(), tiny());
-  const GalleryStore merged = GalleryStore::open((t.path / "merged").string(), tiny());
+  const GalleryStore one = GalleryStore::open((t.fs_path() / "one").string(), tiny());
+  const GalleryStore merged = GalleryStore::open((t.fs_path() / "merged").string(), tiny());
   EXPECT_EQ(merged.info().items_sha256, one.info().items_sha256);
-  EXPECT_EQ(read_text_file((t.path / "merged" / "items.jsonl").string()), read_text_file((t.path / "one" / "items.jsonl").string()));
+  EXPECT_EQ(read_text_file((t.fs_path() / "merged" / "items.jsonl").string()), read_text_file((t.fs_path() / "one" / "items.jsonl").string()));
   EXPECT_TRUE(torch::allclose(merged.features(), one.features(), 1e-5, 1e-6));
   // A rebuild of the whole list into the merged store finds it complete.
-  EXPECT_EQ(build_catalogue(tiny(), list, cat_opts(t.path / "merged", "0/1")).count, 7);
+  EXPECT_EQ(build_catalogue(tiny(), list, cat_opts(t.fs_path() / "merged", "0/1")).count, 7);
 
   // Refusals: missing, overlapping (the same shard twice), foreign, output not empty.
-  EXPECT_TRUE(has(error_of([&] { merge_catalogues({parts[0], parts[2]}, (t.path / "m1").string()); }), "missing 1/3"));
-  EXPECT_TRUE(has(error_of([&] { merge_catalogues({parts[0], parts[1], parts[1], parts[2]}, (t.path / "m2").string()); }),
+  EXPECT_TRUE(has(error_of([&] { merge_catalogues({parts[0], parts[2]}, (t.fs_path() / "m1").string()); }), "missing 1/3"));
+  EXPECT_TRUE(has(error_of([&] { merge_catalogues({parts[0], parts[1], parts[1], parts[2]}, (t.fs_path() / "m2").string()); }),
                   "overlap"));
   CatalogueList other = list;
   other.items.pop_back();
-  build_catalogue(tiny(), other, cat_opts(t.path / "foreign", "1/3"));
-  EXPECT_TRUE(has(error_of([&] { merge_catalogues({parts[0], (t.path / "foreign").string(), parts[2]}, (t.path / "m3").string()); }),
+  build_catalogue(tiny(), other, cat_opts(t.fs_path() / "foreign", "1/3"));
+  EXPECT_TRUE(has(error_of([&] { merge_catalogues({parts[0], (t.fs_path() / "foreign").string(), parts[2]}, (t.fs_path() / "m3").string()); }),
                   "foreign"));
-  EXPECT_TRUE(has(error_of([&] { merge_catalogues(parts, (t.path / "merged").string()); }), "not empty"));
-  EXPECT_FALSE(fs::exists(t.path / "m1"));
+  EXPECT_TRUE(has(error_of([&] { merge_catalogues(parts, (t.fs_path() / "merged").string()); }), "not empty"));
+  EXPECT_FALSE(fs::exists(t.fs_path() / "m1"));
   // A half-built shard is refused, saying what is missing.
   auto j = json::parse_file((fs::path(parts[1]) / "gallery.json").string());
   j["complete"] = false;
   write_file_atomic((fs::path(parts[1]) / "gallery.json").string(), j.dump());
-  EXPECT_TRUE(has(error_of([&] { merge_catalogues(parts, (t.path / "m4").string()); }), "half-built"));
+  EXPECT_TRUE(has(error_of([&] { merge_catalogues(parts, (t.fs_path() / "m4").string()); }), "half-built"));
 }
 
 TEST(Catalogue, FlatAndIvfAgreeWithExactSearch) {
   TempDir t;
-  const fs::path dir = t.path / "store";
+  const fs::path dir = t.fs_path() / "store";
   synthetic_store(dir, 600);
   const GalleryStore st = GalleryStore::open_unchecked(dir.string());
   torch::manual_seed(5);
@@ -380,7 +371,7 @@ TEST(Catalogue, FlatAndIvfAgreeWithExactSearch) {
 
 TEST(Catalogue, HalfBuiltStoreIsNotIndexedNorSearched) {
   TempDir t;
-  const fs::path dir = t.path / "store";
+  const fs::path dir = t.fs_path() / "store";
   synthetic_store(dir, 50);
   auto j = json::parse_file((dir / "gallery.json").string());
   j["complete"] = false;

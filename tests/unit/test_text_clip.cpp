@@ -13,9 +13,12 @@
 #include "ctok/text/tokenizer.hpp"
 #include "text/clip_bpe.hpp"
 
+#include "unit/test_util.hpp"
+
 namespace fs = std::filesystem;
 using ctok::text::ClipBpeTokenizer;
 using ctok::text::Tokenizer;
+using ctok::test::TempDir;
 
 namespace {
 
@@ -273,20 +276,6 @@ void write_gz(const std::string& path, const std::string& data) {
   gzwrite(f, data.data(), static_cast<unsigned>(data.size()));
   gzclose(f);
 }
-
-class TempDir {
- public:
-  TempDir() {
-    path_ = fs::temp_directory_path() /
-            ("ctok-text-" + std::to_string(::getpid()) + "-" + std::to_string(std::random_device{}()));
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
 
 // The loader must refuse `path` with bad_input naming the file.
 void expect_bad_file(const std::string& path, const std::string& why_fragment) {

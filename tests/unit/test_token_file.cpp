@@ -15,19 +15,15 @@
 #include "ctok/core/safetensors.hpp"
 #include "ctok/token/token_file.hpp"
 
+#include "unit/test_util.hpp"
+
 namespace fs = std::filesystem;
 
 namespace {
 
 class TokenFileTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    std::string tmpl = (fs::temp_directory_path() / "ctok_tok_XXXXXX").string();
-    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  std::string path(const std::string& name) const { return (fs::path(dir_) / name).string(); }
+  std::string path(const std::string& name) const { return tmp_.file(name); }
 
   static ctok::token::TokenFile sample() {
     ctok::token::TokenFile t;
@@ -66,7 +62,8 @@ class TokenFileTest : public ::testing::Test {
     return "";
   }
 
-  std::string dir_;
+  ctok::test::TempDir tmp_{"ctok_tok"};
+  std::string dir_ = tmp_.path();
 };
 
 }  // namespace

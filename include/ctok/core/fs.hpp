@@ -32,4 +32,12 @@ void ensure_parent_dir(const std::string& path);
 bool file_exists(const std::string& path);       // a regular file (after symlinks)
 bool directory_exists(const std::string& path);  // a directory (after symlinks)
 
+// The folder of the running executable (from /proc/self/exe); empty when it cannot be read.
+std::string executable_dir();
+// Where an installed or built executable finds the data folder `relative` (e.g.
+// "models/default"): <exe>/../share/ctok/<relative> (installed), then <exe>/../../<relative>
+// (a build tree inside the source tree). Empty when the executable's folder is unknown.
+// Callers add their own environment variable before and install / source dirs after.
+std::vector<std::string> executable_data_candidates(const std::string& relative);
+
 }  // namespace ctok

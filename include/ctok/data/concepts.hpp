@@ -83,17 +83,4 @@ std::string query_word(const Concept& concept_, const std::set<std::string>& hid
 // "an" before a vowel, else "a": the article prompts put before a query word.
 std::string article(const std::string& word);
 
-// Deterministic generator used by the selections (splitmix64); exposed for the learner.
-class SplitMix64 {
- public:
-  explicit SplitMix64(uint64_t seed) : state_(seed) {}
-  uint64_t next();
-  uint64_t below(uint64_t n);  // uniform in [0, n), n > 0
-  double uniform();            // [0, 1)
- private:
-  uint64_t state_;
-};
-// A seed mixed with further values (order matters).
-uint64_t mix_seed(uint64_t seed, uint64_t a, uint64_t b = 0, uint64_t c = 0);
-
 }  // namespace ctok::data

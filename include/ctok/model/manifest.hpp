@@ -15,12 +15,15 @@
 #include <array>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include "ctok/text/tokenizer.hpp"
 
 namespace ctok::model {
 
@@ -88,7 +91,8 @@ struct Manifest {
   nlohmann::json card = nlohmann::json::object();  // free-form: source, metrics, ...
 
   std::string path_of(const std::string& file) const;  // dir/file (absolute file unchanged)
-  // "clip-bpe:<dir>/<file>" or "sentencepiece:<dir>/<file>" for text::load_tokenizer.
+  // "clip-bpe:<dir>/<file>" or "sentencepiece:<dir>/<file>", for display and text::load_tokenizer
+  // (which knows no special ids: to load the bundle's tokenizer use model::load_tokenizer).
   std::string tokenizer_spec() const;
   // Every file named by a manifest key, with the key: {"text.file", "text_encoder.pt"}, ...
   std::vector<std::pair<std::string, std::string>> files() const;
@@ -99,6 +103,11 @@ Manifest parse_manifest(const nlohmann::json& json, const std::string& dir, cons
 // Read <dir>/bundle.json (or `dir` itself if it names a .json file), validate it, and
 // check that every file named by a key exists.
 Manifest load_manifest(const std::string& dir);
+
+// The manifest's tokenizer (tokenizer.type, tokenizer.file) with its special ids
+// (text.bos_id, eos_id, pad_id). Throws bad_input naming tokenizer.file when the file is
+// missing or not a valid model. The one way Bundle and the tools load it.
+std::unique_ptr<text::Tokenizer> load_tokenizer(const Manifest& manifest);
 
 struct FileCheck {
   enum Status { kOk, kMismatch, kUnlisted, kMissing };

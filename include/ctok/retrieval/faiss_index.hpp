@@ -1,6 +1,6 @@
 // The FAISS index of a gallery store (docs/catalogue.md): index.faiss beside the shards,
 // described and bound to the store's content by index.json. FAISS stays out of this
-// header (Debian's libfaiss-dev 1.7.3; facts in docs/architecture.md).
+// header (Debian's libfaiss-dev 1.7.3; facts in docs/catalogue.md and shared/specs/architecture.md).
 //
 //   auto spec = ctok::retrieval::parse_index_spec("ivf:1024");         // flat | ivf:N | ivf:N,pq:M
 //   ctok::retrieval::build_index("store", {.spec = spec});             // train on a sample, add shard by shard
