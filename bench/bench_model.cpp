@@ -26,7 +26,7 @@
 #include "ctok/model/bundle.hpp"
 #include "ctok/model/clip.hpp"
 #include "ctok/model/diffusion.hpp"
-#include "ctok/model/render.hpp"
+#include "ctok/model/generate.hpp"
 
 using namespace ctok;
 using namespace ctok::model;
@@ -193,8 +193,8 @@ int main(int argc, char** argv) {
       // --- rendering -----------------------------------------------------------------
       if (!skip_render) {
         DiffusionModel diff(b);
-        RenderOptions ro;
-        ro.prompts = {"a photo of a red striped dress"};
+        const std::vector<std::string> prompts{"a photo of a red striped dress"};
+        GenerateOptions ro;
         ro.n = render_n;
         ro.batch = render_n;
         ro.steps = steps;
@@ -205,7 +205,7 @@ int main(int argc, char** argv) {
         auto bare_render = [&] {
           c10::InferenceMode g;
           auto& te = b.text_encoder();
-          auto pb = clip.tokenize({ro.prompts[0], ""}, std::map<std::string, int64_t>{});
+          auto pb = clip.tokenize({prompts[0], ""}, std::map<std::string, int64_t>{});
           auto emb = clip.embed(pb, {});
           auto h = te.forward({emb, pb.eos_index.to(dev)}).toTuple()->elements()[0].toTensor();
           auto ctx = torch::cat({h.slice(0, 1, 2).expand({n, -1, -1}), h.slice(0, 0, 1).expand({n, -1, -1})});
@@ -224,7 +224,7 @@ int main(int argc, char** argv) {
           }
           if (b.has_vae()) b.vae_decoder().forward({x.to(dt)});
         };
-        auto t = race(std::max(2, reps / 2), [&] { render(b, {}, ro); }, bare_render);
+        auto t = race(std::max(2, reps / 2), [&] { generate(b, prompts, {}, ro); }, bare_render);
         report(config, "render (" + std::to_string(steps) + " DDIM, cfg, n=" + std::to_string(n) + ")", "s/im",
                static_cast<double>(n), t, false);
       }

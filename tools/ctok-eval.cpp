@@ -18,6 +18,7 @@
 #include "common/bundle.hpp"
 #include "common/stop.hpp"
 #include "common/tool.hpp"
+#include "ctok/core/format.hpp"
 #include "ctok/eval/eval.hpp"
 #include "ctok/gair/gair.hpp"
 #include "ctok/model/bundle.hpp"
@@ -26,12 +27,6 @@
 using namespace ctok;
 
 namespace {
-
-std::string join(const std::vector<std::string>& v) {
-  std::string s;
-  for (const auto& x : v) s += (s.empty() ? "" : ",") + x;
-  return s;
-}
 
 struct Options {
   tool::CommonOptions common;
@@ -127,9 +122,9 @@ int main(int argc, char** argv) {
     app.add_option("--split", e.split, "split to evaluate")->capture_default_str();
     app.add_option("--task", o.task, "retrieve (MRR over the split's shop gallery) | classify (hidden categories, FashionWorld)")
         ->capture_default_str();
-    app.add_option("--methods", o.methods, "comma-separated methods (retrieve, default " + join(eval::default_methods()) +
+    app.add_option("--methods", o.methods, "comma-separated methods (retrieve, default " + join(eval::default_methods(), ",") +
                                                "; also gair, gair-fixed with --composition; classify: " +
-                                               join(eval::classify_methods()) + ")");
+                                               join(eval::classify_methods(), ",") + ")");
     app.add_option("--shots", o.shots, "support-set size k (retrieve: user crops per concept, default " +
                                            std::to_string(eval::EvalOptions{}.shots) + "; classify: train identities, default " +
                                            std::to_string(eval::ClassifyOptions{}.shots) + ")");
@@ -150,7 +145,7 @@ int main(int argc, char** argv) {
                                            std::to_string(token::LearnConfig{}.steps) + ")");
     app.add_option("--gair-base", e.gair.base, "GAIR rows: the learned method whose composition query they correct "
                                                "(default: the last learned method listed)")->type_name("METHOD");
-    app.add_option("--gair-alphas", o.gair_alphas, "GAIR rows: the alpha grid (default 0,0.25,0.5,0.75,1)")->type_name("LIST");
+    app.add_option("--gair-alphas", o.gair_alphas, "GAIR rows: the alpha grid (default " + join_numbers(eval::EvalOptions{}.gair.alphas) + ")")->type_name("LIST");
     app.add_option("--gair-n", e.gair.n, "gair: images rendered per alpha")->capture_default_str();
     app.add_option("--gair-steps", e.gair.steps, "gair: DDIM steps per render")->capture_default_str();
     app.add_option("--gair-beta", e.gair.beta, "gair: weight of the renders' mean feature fused into the query")

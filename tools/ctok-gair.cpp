@@ -13,18 +13,13 @@
 #include <string>
 
 #include "common/tool.hpp"
+#include "ctok/core/format.hpp"
 #include "ctok/gair/report.hpp"
 #include "ctok/model/bundle.hpp"
 
 using namespace ctok;
 
 namespace {
-
-std::string join(const std::vector<double>& v) {
-  std::ostringstream s;
-  for (size_t i = 0; i < v.size(); ++i) s << (i ? "," : "") << v[i];
-  return s.str();
-}
 
 std::string rank(const std::optional<int64_t>& r) { return r ? std::to_string(*r) : "-"; }
 
@@ -37,9 +32,8 @@ int main(int argc, char** argv) {
     tool::add_common_options(app, common, tool::kAllCommon & ~tool::kConfig);
     gair::GairRequest r;
     gair::GairOptions o;
-    gair::GenerateSettings& g = o.generate;
-    std::string alphas = join(o.alphas), emphasis = gair::emphasis_name(o.emphasis), sampler = "ddim",
-                spacing = "trailing", target, out, precision = "fp32";
+    model::GenerateOptions& g = o.generate;
+    std::string alphas = join_numbers(o.alphas), emphasis = gair::emphasis_name(o.emphasis), target, out, precision = "fp32";
     bool auto_alpha = false, force = false, no_verify = false;
     double alpha = 0;
 
@@ -64,9 +58,9 @@ int main(int argc, char** argv) {
     app.add_option("--n", g.n, "renders per alpha (seeds seed .. seed+n-1)")->capture_default_str();
     app.add_option("--steps", g.steps, "sampler steps")->capture_default_str();
     app.add_option("--guidance", g.guidance, "classifier-free guidance scale (1 = off)")->capture_default_str();
-    app.add_option("--sampler", sampler, "ddim | euler")->capture_default_str();
+    tool::add_enum_option(app, "--sampler", g.sampler, "sampler");
     app.add_option("--eta", g.eta, "ddim noise (0 deterministic)")->capture_default_str();
-    app.add_option("--spacing", spacing, "timestep spacing: trailing | leading")->capture_default_str();
+    tool::add_enum_option(app, "--spacing", g.spacing, "timestep spacing");
     app.add_option("--negative", g.negative, "negative prompt for guidance (default: the empty prompt)");
     app.add_option("--batch", g.batch, "images per sampler call")->capture_default_str();
     app.add_option("--top-k", o.top_k, "retrieved items shown per alpha")->capture_default_str();
@@ -80,8 +74,6 @@ int main(int argc, char** argv) {
     o.alphas = gair::parse_alphas(alphas);
     if (o_alpha->count()) o.alpha = alpha;
     o.emphasis = gair::parse_emphasis(emphasis);
-    g.sampler = model::parse_sampler(sampler);
-    g.spacing = model::parse_spacing(spacing);
     if (common.seed) g.seed = *common.seed;
     if (!target.empty()) r.target = gair::parse_item_key(target, "target");
     r.threads = common.threads;

@@ -106,8 +106,8 @@ int show_bundle(const std::string& dir, bool fast) {
     std::printf("diffusion: %s  %s, %lld px, sample %lldx%lldx%lld, latent_scale %s, %lld timesteps, %s [%s, %s], %s\n",
                 d.unet.c_str(), vae.c_str(), (long long)d.image_size, (long long)d.latent_channels,
                 (long long)d.latent_size, (long long)d.latent_size, dump(json(d.latent_scale)).c_str(),
-                (long long)d.num_train_timesteps, d.beta_schedule.c_str(), dump(json(d.beta_start)).c_str(),
-                dump(json(d.beta_end)).c_str(), d.prediction.c_str());
+                (long long)d.num_train_timesteps, ctok::model::enum_name(d.beta_schedule).c_str(), dump(json(d.beta_start)).c_str(),
+                dump(json(d.beta_end)).c_str(), ctok::model::enum_name(d.prediction).c_str());
   } else {
     std::printf("diffusion: none (retrieval only)\n");
   }

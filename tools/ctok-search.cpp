@@ -13,7 +13,7 @@
 #include "common/bundle.hpp"
 #include "common/tool.hpp"
 #include "ctok/model/bundle.hpp"
-#include "ctok/model/render.hpp"
+#include "ctok/token/load_tokens.hpp"
 #include "ctok/retrieval/catalogue_search.hpp"
 
 using namespace ctok;
@@ -72,7 +72,7 @@ int main(int argc, char** argv) {
 
     const auto t0 = std::chrono::steady_clock::now();
     model::Bundle bundle = tool::load_bundle(common, !no_verify);
-    const model::LoadedTokens tokens = token_files.empty() ? model::LoadedTokens{} : model::load_tokens(token_files, bundle);
+    const token::LoadedTokens tokens = token_files.empty() ? token::LoadedTokens{} : token::load_tokens(token_files, bundle);
     const retrieval::Catalogue cat = retrieval::Catalogue::open(gallery, bundle, exact);
     const double t_load = since(t0);
 

@@ -49,12 +49,6 @@ const std::vector<std::string>& default_methods() {
 
 namespace {
 
-std::string join(const std::vector<std::string>& v, const std::string& sep = ", ") {
-  std::string s;
-  for (const auto& x : v) s += (s.empty() ? "" : sep) + x;
-  return s;
-}
-
 std::vector<std::string> split_list(const std::string& list) {
   std::vector<std::string> out;
   std::stringstream ss(list);
@@ -860,11 +854,7 @@ EvalSummary Evaluation::run() {
   if (o_.out.empty()) throw bad_input("no output folder given").key("out");
   for (const auto& m : o_.methods) parse_methods(m);  // each a known method
   token::validate(o_.learn);
-  pre_.size = static_cast<int>(bundle_.image_size());
-  for (int i = 0; i < 3; ++i) {
-    pre_.mean[i] = static_cast<float>(bundle_.manifest().image.mean[i]);
-    pre_.std[i] = static_cast<float>(bundle_.manifest().image.std[i]);
-  }
+  pre_ = model::image_preprocess(bundle_);
   check_gair();
   read_data();
   check_run_file();

@@ -19,13 +19,14 @@
 #include <set>
 
 #include "ctok/core/error.hpp"
+#include "ctok/core/format.hpp"
 #include "ctok/core/fs.hpp"
 #include "ctok/core/json.hpp"
 #include "ctok/eval/eval.hpp"
 #include "ctok/image/image.hpp"
 #include "ctok/model/bundle.hpp"
 #include "ctok/model/device.hpp"
-#include "ctok/model/render.hpp"
+#include "ctok/render/render.hpp"
 #include "ctok/token/learn_config.hpp"
 #include "ctok/token/token_file.hpp"
 
@@ -98,12 +99,6 @@ const std::set<std::string>& retrieve_keys() {
 const std::set<std::string>& classify_keys() {
   static const std::set<std::string> k = {"hidden", "max_identity", "train_split"};
   return k;
-}
-
-std::string join(const std::vector<std::string>& v, const char* sep = ", ") {
-  std::string s;
-  for (const auto& x : v) s += (s.empty() ? "" : sep) + x;
-  return s;
 }
 
 template <class T>
@@ -356,11 +351,11 @@ void render_tokens(const model::Bundle& bundle, const std::string& eval_dir, con
     }
   }
   if (prompts.empty()) return;
-  model::RenderOptions ro;
+  render::RenderOptions ro;
   ro.prompts = prompts;
   ro.n = 2;
   ro.steps = steps;
-  const model::RenderResult res = model::render(bundle, vectors, ro);
+  const render::RenderResult res = render::render(bundle, vectors, ro);
   std::vector<image::Image> tiles;
   std::vector<std::string> captions;
   for (const auto& im : res.images) {

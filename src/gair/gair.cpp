@@ -6,7 +6,6 @@
 #include <cmath>
 #include <sstream>
 
-#include "adapters.hpp"
 #include "ctok/core/error.hpp"
 
 namespace ctok::gair {
@@ -189,7 +188,7 @@ Query parse_query(const std::string& text, const std::string& token, const std::
 }
 
 torch::Tensor image_features(const model::Bundle& bundle, const std::vector<image::Image>& images) {
-  const image::Preprocess pre = detail::clip_preprocess(bundle);
+  const image::Preprocess pre = model::image_preprocess(bundle);
   std::vector<image::FloatImage> px;
   px.reserve(images.size());
   for (const auto& im : images) px.push_back(image::preprocess(im, pre));
@@ -232,7 +231,8 @@ Correction correct_and_score(const model::Bundle& bundle, const model::TokenVect
     for (int j = 0; j < options.generate.n; ++j) r.seeds.push_back(options.generate.seed + static_cast<uint64_t>(j));
     out.alphas.push_back(std::move(r));
   }
-  std::vector<image::Image> images = detail::render_hidden(bundle, torch::stack(hidden), options.generate, on_step);
+  const std::vector<image::Image> images =
+      model::to_images(model::generate(bundle, torch::stack(hidden), torch::Tensor(), options.generate, on_step));
   out.render_seconds = seconds_since(t0);
 
   // Score intent.

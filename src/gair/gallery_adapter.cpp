@@ -6,7 +6,6 @@
 #include "ctok/core/fs.hpp"
 #include "ctok/core/progress.hpp"
 #include "ctok/data/concepts.hpp"
-#include "adapters.hpp"
 #include "ctok/model/clip.hpp"
 #include "ctok/retrieval/gallery_store.hpp"
 
@@ -19,7 +18,7 @@ Gallery embed_split(const model::Bundle& bundle, const data::Split& split, const
   const std::vector<data::Crop> crops = data::gallery(split);
   if (crops.empty()) throw bad_input("the split has no shop item with style > 0 to search").file(split.dir);
   image::LoadOptions lo;
-  lo.preprocess = clip_preprocess(bundle);
+  lo.preprocess = model::image_preprocess(bundle);
   lo.threads = threads;
   model::ClipModel clip(bundle);
   ProgressOptions po;

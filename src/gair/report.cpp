@@ -46,7 +46,7 @@ std::string rank_text(const std::optional<int64_t>& r) { return r ? std::to_stri
 nlohmann::json results_json(const GairRun& run) {
   using nlohmann::json;
   const Correction& c = run.correction;
-  const GenerateSettings& g = run.options.generate;
+  const model::GenerateOptions& g = run.options.generate;
   json j;
   j["format"] = "ctok-gair/1";
   j["query"] = c.query.text;
@@ -103,9 +103,9 @@ nlohmann::json results_json(const GairRun& run) {
                    {"n", g.n},
                    {"steps", g.steps},
                    {"guidance", g.guidance},
-                   {"sampler", model::sampler_name(g.sampler)},
+                   {"sampler", model::enum_name(g.sampler)},
                    {"eta", g.eta},
-                   {"spacing", model::spacing_name(g.spacing)},
+                   {"spacing", model::enum_name(g.spacing)},
                    {"seed", g.seed},
                    {"batch", g.batch},
                    {"negative", g.negative}};

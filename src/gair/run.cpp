@@ -118,7 +118,7 @@ GairRun run(const model::Bundle& bundle, const GairRequest& r, const GairOptions
                     ") has text encoder sha256 " + bundle.text_encoder_sha256())
         .file(r.token_file);
   }
-  out.tokens = model::load_tokens({r.token_file}, bundle);
+  out.tokens = token::load_tokens({r.token_file}, bundle);
   const nlohmann::json source = tf.config.is_object() && tf.config.contains("source") ? tf.config["source"] : nlohmann::json();
   out.token_info = {{"token", tf.token}, {"parent", tf.parent}, {"bundle", tf.bundle},
                     {"bundle_sha256", tf.bundle_sha256}, {"source", source}};

@@ -178,10 +178,10 @@ Bundle Bundle::load(const BundleOptions& options) {
     const auto& d = *m.diffusion;
     ScheduleConfig sc;
     sc.num_train_timesteps = static_cast<int>(d.num_train_timesteps);
-    sc.beta_schedule = parse_beta_schedule(d.beta_schedule);
+    sc.beta_schedule = d.beta_schedule;
     sc.beta_start = d.beta_start;
     sc.beta_end = d.beta_end;
-    sc.prediction = parse_prediction(d.prediction);
+    sc.prediction = d.prediction;
     b->schedule = std::make_unique<NoiseSchedule>(sc);
   }
   if (options.load_diffusion) {

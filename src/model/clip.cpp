@@ -311,4 +311,15 @@ torch::Tensor l2_normalize(const torch::Tensor& x) {
   return x / x.norm(2, -1, true).clamp_min(1e-12);
 }
 
+image::Preprocess image_preprocess(const Bundle& bundle) {
+  const auto& spec = bundle.manifest().image;
+  image::Preprocess pre;
+  pre.size = static_cast<int>(spec.size);
+  for (int c = 0; c < 3; ++c) {
+    pre.mean[c] = static_cast<float>(spec.mean[c]);
+    pre.std[c] = static_cast<float>(spec.std[c]);
+  }
+  return pre;
+}
+
 }  // namespace ctok::model

@@ -75,15 +75,15 @@ DiffusionSpec parse_diffusion(const Section& d) {
   s.latent_scale = d.optional<double>("latent_scale", 1.0);
   if (!(s.latent_scale > 0)) d.invalid("latent_scale", "a positive number", number_text(s.latent_scale));
   s.num_train_timesteps = d.positive("num_train_timesteps");
-  s.beta_schedule = d.one_of("beta_schedule", {"linear", "scaled_linear", "squaredcos_cap_v2"}, nullptr);
-  const bool betas_used = s.beta_schedule != "squaredcos_cap_v2";
+  s.beta_schedule = parse_enum<BetaSchedule>(d.one_of("beta_schedule", enum_names<BetaSchedule>(), nullptr));
+  const bool betas_used = s.beta_schedule != BetaSchedule::kSquaredCosCapV2;
   s.beta_start = betas_used ? d.require<double>("beta_start") : d.optional<double>("beta_start", s.beta_start);
   s.beta_end = betas_used ? d.require<double>("beta_end") : d.optional<double>("beta_end", s.beta_end);
   if (betas_used && !(s.beta_start > 0 && s.beta_start < s.beta_end && s.beta_end < 1)) {
     d.invalid("beta_start", "0 < beta_start < beta_end < 1",
               number_text(s.beta_start) + " and beta_end " + number_text(s.beta_end));
   }
-  s.prediction = d.one_of("prediction", {"epsilon", "v_prediction"}, nullptr);
+  s.prediction = parse_enum<Prediction>(d.one_of("prediction", enum_names<Prediction>(), nullptr));
   return s;
 }
 

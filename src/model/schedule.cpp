@@ -10,49 +10,6 @@
 
 namespace ctok::model {
 
-BetaSchedule parse_beta_schedule(const std::string& name) {
-  if (name == "linear") return BetaSchedule::kLinear;
-  if (name == "scaled_linear") return BetaSchedule::kScaledLinear;
-  if (name == "squaredcos_cap_v2") return BetaSchedule::kSquaredCosCapV2;
-  throw bad_input("unknown beta schedule").key("beta_schedule")
-      .expected("linear, scaled_linear or squaredcos_cap_v2").found(name);
-}
-
-std::string beta_schedule_name(BetaSchedule schedule) {
-  switch (schedule) {
-    case BetaSchedule::kLinear: return "linear";
-    case BetaSchedule::kScaledLinear: return "scaled_linear";
-    case BetaSchedule::kSquaredCosCapV2: return "squaredcos_cap_v2";
-  }
-  return "scaled_linear";
-}
-
-Prediction parse_prediction(const std::string& name) {
-  if (name == "epsilon") return Prediction::kEpsilon;
-  if (name == "v_prediction") return Prediction::kVPrediction;
-  throw bad_input("unknown prediction type").key("prediction").expected("epsilon or v_prediction").found(name);
-}
-
-std::string prediction_name(Prediction prediction) {
-  return prediction == Prediction::kEpsilon ? "epsilon" : "v_prediction";
-}
-
-Sampler parse_sampler(const std::string& name) {
-  if (name == "ddim") return Sampler::kDdim;
-  if (name == "euler") return Sampler::kEuler;
-  throw bad_input("unknown sampler").key("sampler").expected("ddim or euler").found(name);
-}
-
-std::string sampler_name(Sampler sampler) { return sampler == Sampler::kDdim ? "ddim" : "euler"; }
-
-Spacing parse_spacing(const std::string& name) {
-  if (name == "trailing") return Spacing::kTrailing;
-  if (name == "leading") return Spacing::kLeading;
-  throw bad_input("unknown timestep spacing").key("spacing").expected("trailing or leading").found(name);
-}
-
-std::string spacing_name(Spacing spacing) { return spacing == Spacing::kTrailing ? "trailing" : "leading"; }
-
 NoiseSchedule::NoiseSchedule(const ScheduleConfig& config) : config_(config) {
   const int n = config.num_train_timesteps;
   if (n < 2 || n > 100000) {

@@ -26,13 +26,6 @@ namespace ctok::retrieval {
 using Json = nlohmann::json;
 namespace {
 
-image::Preprocess preprocess_of(const model::Bundle& bundle) {
-  const auto& s = bundle.manifest().image;
-  return {static_cast<int>(s.size),
-          {float(s.mean[0]), float(s.mean[1]), float(s.mean[2])},
-          {float(s.std[0]), float(s.std[1]), float(s.std[2])}};
-}
-
 // A crop for the sheet: big images shrunk (bicubic) to fit, small ones enlarged by a whole
 // factor (nearest), on a white square.
 image::Image sheet_tile(image::Image im, int side) {
@@ -137,7 +130,7 @@ torch::Tensor encode_queries(const model::Bundle& bundle, const std::vector<Cata
   }
   if (!images.empty()) {
     image::LoadOptions lo;
-    lo.preprocess = preprocess_of(bundle);
+    lo.preprocess = model::image_preprocess(bundle);
     lo.threads = threads;
     img = model::l2_normalize(clip.encode_images(image::load_batch(images, lo))).to(torch::kCPU, torch::kFloat32);
   }

@@ -229,10 +229,7 @@ GalleryInfo build_gallery_store(const model::Bundle& bundle, const std::vector<G
   write_gallery_info(g);
 
   model::ClipModel clip(bundle);
-  const auto& spec = bundle.manifest().image;
-  image::Preprocess pre{static_cast<int>(spec.size),
-                        {float(spec.mean[0]), float(spec.mean[1]), float(spec.mean[2])},
-                        {float(spec.std[0]), float(spec.std[1]), float(spec.std[2])}};
+  const image::Preprocess pre = model::image_preprocess(bundle);
   const int64_t n = g.planned_inputs;
   const int64_t n_shards = (n + o.shard_size - 1) / o.shard_size;
   int64_t done_inputs = 0;

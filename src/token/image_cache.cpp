@@ -145,13 +145,7 @@ ImageCache build_image_cache(const model::Bundle& bundle, model::ClipModel& clip
   }
   out.data_sha256 = data_hash.hex_digest();
 
-  const auto& mi = bundle.manifest().image;
-  image::Preprocess clip_pre;
-  clip_pre.size = static_cast<int>(bundle.image_size());
-  for (int c = 0; c < 3; ++c) {
-    clip_pre.mean[c] = static_cast<float>(mi.mean[c]);
-    clip_pre.std[c] = static_cast<float>(mi.std[c]);
-  }
+  const image::Preprocess clip_pre = model::image_preprocess(bundle);
   image::Preprocess vae_pre;
   if (r.want_latents) vae_pre.size = static_cast<int>(diffusion->image_size());
   vae_pre.mean = {0.5f, 0.5f, 0.5f};

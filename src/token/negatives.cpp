@@ -15,7 +15,7 @@
 #include "ctok/core/sha256.hpp"
 #include "ctok/data/image_folder.hpp"
 #include "ctok/image/image.hpp"
-#include "ctok/model/render.hpp"
+#include "ctok/model/generate.hpp"
 #include "ctok/token/attributes.hpp"
 
 namespace ctok::token {
@@ -167,12 +167,11 @@ std::vector<ImageSource> generate_negatives(const model::Bundle& bundle, const G
   const std::string root = o.cache_dir.empty() ? default_negatives_cache_dir() : o.cache_dir;
   nlohmann::json bundle_hashes = nlohmann::json::object();
   for (const auto& [file, sha] : bundle.manifest().sha256) bundle_hashes[file] = sha;
-  model::RenderOptions ro;
-  ro.n = 1;
-  ro.steps = o.steps;
-  ro.guidance = o.guidance;
-  const nlohmann::json sampler = {{"sampler", "ddim"}, {"steps", ro.steps}, {"guidance", ro.guidance},
-                                  {"eta", ro.eta}, {"spacing", "trailing"}, {"negative", ro.negative}};
+  model::GenerateOptions g;
+  g.steps = o.steps;
+  g.guidance = o.guidance;
+  const nlohmann::json sampler = {{"sampler", model::enum_name(g.sampler)}, {"steps", g.steps}, {"guidance", g.guidance},
+                                  {"eta", g.eta}, {"spacing", model::enum_name(g.spacing)}, {"negative", g.negative}};
   std::vector<ImageSource> out;
   struct Todo {
     std::string word, prompt, dir;
@@ -228,13 +227,12 @@ std::vector<ImageSource> generate_negatives(const model::Bundle& bundle, const G
     po.enabled = o.progress;
     Progress progress(total, po);
     for (const auto& t : todo) {
-      ro.prompts = {t.prompt};
-      ro.n = o.n - t.first_missing;
-      ro.seed = o.seed + static_cast<uint64_t>(t.first_missing);
-      model::validate(ro, bundle);
-      const model::RenderResult r = model::render(bundle, {}, ro);
-      for (const auto& im : r.images) {
-        image::write_png((fs::path(t.dir) / ("seed-" + std::to_string(im.seed) + ".png")).string(), im.image);
+      g.n = o.n - t.first_missing;
+      g.seed = o.seed + static_cast<uint64_t>(t.first_missing);
+      const std::vector<torch::Tensor> images = model::generate(bundle, {t.prompt}, {}, g);
+      for (size_t j = 0; j < images.size(); ++j) {
+        const uint64_t seed = g.seed + j;
+        image::write_png((fs::path(t.dir) / ("seed-" + std::to_string(seed) + ".png")).string(), model::to_image(images[j]));
         progress.advance();
       }
     }

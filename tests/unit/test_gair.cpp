@@ -11,10 +11,11 @@
 #include "ctok/gair/report.hpp"
 #include "ctok/model/bundle.hpp"
 #include "ctok/model/clip.hpp"
-#include "ctok/model/render.hpp"
+#include "ctok/model/generate.hpp"
 #include "ctok/token/attributes.hpp"
 
 #include "unit/test_util.hpp"
+#include "unit/tiny_bundle.hpp"
 
 using namespace ctok;
 using namespace ctok::gair;
@@ -32,15 +33,7 @@ token::AttributeSet dress_attributes() {
   return a;
 }
 
-const model::Bundle& tiny() {
-  static model::Bundle b = [] {
-    model::BundleOptions o;
-    o.dir = std::string(CTOK_TEST_DATA) + "/tiny_bundle";
-    o.load_diffusion = true;
-    return model::Bundle::load(o);
-  }();
-  return b;
-}
+const model::Bundle& tiny() { return ctok::test::tiny_bundle(); }
 
 // A stand-in token: the input embedding of "dress".
 model::TokenVectors dress_token() {
@@ -55,7 +48,7 @@ GairOptions small_options() {
   o.alphas = {0.0, 0.5, 1.0};
   o.generate.n = 2;
   o.generate.steps = 2;
-  o.generate.batch = 2;  // one sampler call per alpha: the same batches as model::render's
+  o.generate.batch = 2;  // one sampler call per alpha
   return o;
 }
 
@@ -196,19 +189,18 @@ TEST(Gair, CorrectionInterpolatesFeaturesAndRendersEachAlpha) {
   EXPECT_EQ(c.chosen_by, "auto");
   for (const auto& a : c.alphas) EXPECT_LE(*a.scores.harmonic, *c.alphas[static_cast<size_t>(c.chosen)].scores.harmonic);
 
-  // Alpha 0 renders exactly what ctok-render renders for the query with the same seeds.
-  model::RenderOptions ro;
-  ro.prompts = {q.text};
-  ro.n = 2;
-  ro.steps = 2;
-  model::RenderResult rr = model::render(b, tokens, ro);
-  ASSERT_EQ(rr.images.size(), 2u);
-  EXPECT_EQ(rr.images[0].image.rgb, c.alphas[0].renders[0].rgb);
-  EXPECT_EQ(rr.images[1].image.rgb, c.alphas[0].renders[1].rgb);
-  // ... and alpha 1 what it renders for the attribute prompt (the token's vectors unused).
-  ro.prompts = {q.attribute_prompt};
-  rr = model::render(b, {}, ro);
-  EXPECT_EQ(rr.images[0].image.rgb, c.alphas[2].renders[0].rgb);
+  // Alpha 0 renders exactly what model::generate (and so ctok-render) gives for the query
+  // with the same seeds ...
+  model::GenerateOptions g;
+  g.n = 2;
+  g.steps = 2;
+  std::vector<ctok::image::Image> rr = model::to_images(model::generate(b, {q.text}, tokens, g));
+  ASSERT_EQ(rr.size(), 2u);
+  EXPECT_EQ(rr[0].rgb, c.alphas[0].renders[0].rgb);
+  EXPECT_EQ(rr[1].rgb, c.alphas[0].renders[1].rgb);
+  // ... and alpha 1 what it gives for the attribute prompt (the token's vectors unused).
+  rr = model::to_images(model::generate(b, {q.attribute_prompt}, {}, g));
+  EXPECT_EQ(rr[0].rgb, c.alphas[2].renders[0].rgb);
 }
 
 TEST(Gair, FixedAlphaFusionAndConceptEmphasis) {

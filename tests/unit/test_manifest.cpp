@@ -76,9 +76,9 @@ TEST_F(ManifestTest, TinyBundleParsesEveryField) {
   EXPECT_EQ(m.diffusion->latent_size, json_["diffusion"]["latent_size"].get<int64_t>());
   EXPECT_DOUBLE_EQ(m.diffusion->latent_scale, json_["diffusion"]["latent_scale"].get<double>());
   EXPECT_EQ(m.diffusion->num_train_timesteps, json_["diffusion"]["num_train_timesteps"].get<int64_t>());
-  EXPECT_EQ(m.diffusion->beta_schedule, json_["diffusion"]["beta_schedule"].get<std::string>());
+  EXPECT_EQ(ctok::model::enum_name(m.diffusion->beta_schedule), json_["diffusion"]["beta_schedule"].get<std::string>());
   EXPECT_DOUBLE_EQ(m.diffusion->beta_end, json_["diffusion"]["beta_end"].get<double>());
-  EXPECT_EQ(m.diffusion->prediction, "epsilon");
+  EXPECT_EQ(m.diffusion->prediction, ctok::model::Prediction::kEpsilon);
   EXPECT_FALSE(m.sha256.empty());
   EXPECT_EQ(m.path_of("unet.pt"), kTiny + "/unet.pt");
   // Loading from the bundle.json path itself works too.

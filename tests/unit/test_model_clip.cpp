@@ -6,6 +6,7 @@
 #include "ctok/core/safetensors.hpp"
 #include "ctok/model/bundle.hpp"
 #include "ctok/model/clip.hpp"
+#include "unit/test_util.hpp"
 
 #include <thread>
 
@@ -33,16 +34,7 @@ std::pair<std::string, int64_t> single_piece_word(const Bundle& b, const std::ve
   return {"", -1};
 }
 
-template <typename F>
-void expect_bad_input(F f, const std::string& part) {
-  try {
-    f();
-    ADD_FAILURE() << "no error";
-  } catch (const ctok::Error& e) {
-    EXPECT_EQ(e.exit_code(), 2) << e.what();
-    EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
-  }
-}
+using ctok::test::expect_bad_input;
 
 }  // namespace
 

@@ -1,5 +1,5 @@
 // DiffusionModel on the tiny fixture: guidance, seeds, VAE, gradients for the learner,
-// and the render pipeline in-process.
+// and generation (model::generate) in-process.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -7,21 +7,15 @@
 #include "ctok/model/bundle.hpp"
 #include "ctok/model/clip.hpp"
 #include "ctok/model/diffusion.hpp"
-#include "ctok/model/render.hpp"
+#include "ctok/model/generate.hpp"
+#include "unit/test_util.hpp"
+#include "unit/tiny_bundle.hpp"
 
 using namespace ctok::model;
 
 namespace {
 
-const Bundle& tiny() {
-  static Bundle b = [] {
-    BundleOptions o;
-    o.dir = std::string(CTOK_TEST_DATA) + "/tiny_bundle";
-    o.load_diffusion = true;
-    return Bundle::load(o);
-  }();
-  return b;
-}
+const Bundle& tiny() { return ctok::test::tiny_bundle(); }
 
 struct Conditioning {
   torch::Tensor cond, uncond;
@@ -110,41 +104,50 @@ TEST(ModelDiffusion, InversionLossGradientReachesTheToken) {
   EXPECT_GT(v.grad().abs().sum().item<double>(), 0.0);
 }
 
-TEST(ModelDiffusion, RenderInProcessIsReproducible) {
+TEST(ModelDiffusion, GenerateIsPromptMajorAndSeededPerImage) {
   const Bundle& b = tiny();
-  RenderOptions o;
-  o.prompts = {"a photo of a <r> dress", "a blue shoe"};
+  GenerateOptions o;
   o.n = 3;
   o.steps = 3;
   o.batch = 4;  // 6 images in 2 batches of different size
+  const std::vector<std::string> prompts{"a photo of a <r> dress", "a blue shoe"};
   TokenVectors tokens{{"<r>", torch::randn({1, 24})}};
-  auto r1 = render(b, tokens, o);
-  auto r2 = render(b, tokens, o);
-  ASSERT_EQ(r1.images.size(), 6u);
-  EXPECT_EQ(r1.images[4].prompt, 1);
-  EXPECT_EQ(r1.images[4].seed, 1u);
-  EXPECT_EQ(r1.grid.rgb, r2.grid.rgb);
-  EXPECT_EQ(r1.images[0].image.width, 32);
-  // Prompt rows share seeds: image j of each row starts from the same noise but differs.
-  EXPECT_NE(r1.images[0].image.rgb, r1.images[3].image.rgb);
-  o.seed = 100;
-  EXPECT_NE(render(b, tokens, o).grid.rgb, r1.grid.rgb);
+  const auto a = generate(b, prompts, tokens, o);
+  ASSERT_EQ(a.size(), 6u);
+  EXPECT_EQ(a[0].sizes(), (std::vector<int64_t>{3, 32, 32}));
+  EXPECT_TRUE(torch::equal(a[0], generate(b, prompts, tokens, o)[0]));  // reproducible
+  // Image j of every prompt starts from seed + j: alone with seed 1, prompt 1's image 0
+  // is image 1 of that row (the batch shape may change the last bits only).
+  GenerateOptions one = o;
+  one.n = 1;
+  one.seed = 1;
+  one.batch = 1;
+  EXPECT_TRUE(torch::allclose(generate(b, {prompts[1]}, tokens, one)[0], a[4], 1e-4, 1e-4));
+  EXPECT_FALSE(torch::equal(a[0], a[3]));  // same noise, other prompt
+  // From the encoded prompts the same images come out (the path GAIR takes).
+  const ClipModel clip(b);
+  const auto c = generate(b, clip.encode_text(prompts, tokens).hidden, clip.encode_text({""}).hidden, o);
+  ASSERT_EQ(c.size(), 6u);
+  for (size_t i = 0; i < c.size(); ++i) EXPECT_TRUE(torch::equal(c[i], a[i])) << i;
+  // 8-bit conversion keeps the layout.
+  const auto rgb = to_images(a);
+  EXPECT_EQ(rgb.size(), 6u);
+  EXPECT_EQ(rgb[0].width, 32);
 }
 
-TEST(ModelDiffusion, RenderValidation) {
+TEST(ModelDiffusion, GenerateValidation) {
   const Bundle& b = tiny();
-  RenderOptions o;
-  o.prompts = {"a dress"};
+  GenerateOptions o;
   o.n = 0;
-  EXPECT_THROW(validate(o, b), ctok::Error);
+  ctok::test::expect_bad_input([&] { validate(o, b); }, "n");
   o.n = 1;
   o.steps = 0;
-  EXPECT_THROW(validate(o, b), ctok::Error);
+  ctok::test::expect_bad_input([&] { validate(o, b); }, "steps");
   o.steps = 1;
   o.batch = 0;
-  EXPECT_THROW(validate(o, b), ctok::Error);
+  ctok::test::expect_bad_input([&] { validate(o, b); }, "batch");
   o.batch = 1;
   EXPECT_NO_THROW(validate(o, b));
-  o.prompts.clear();
-  EXPECT_THROW(validate(o, b), ctok::Error);
+  ctok::test::expect_bad_input([&] { generate(b, std::vector<std::string>{}, {}, o); }, "no prompt");
+  ctok::test::expect_bad_input([&] { generate(b, torch::zeros({1, 4, 7}), torch::Tensor(), o); }, "conditioning");
 }

@@ -55,10 +55,10 @@ TEST(ModelSchedule, RejectsBadConfig) {
   c.beta_start = 0.5;
   c.beta_end = 0.1;
   EXPECT_THROW(NoiseSchedule{c}, ctok::Error);
-  EXPECT_THROW(parse_beta_schedule("cosine"), ctok::Error);
-  EXPECT_THROW(parse_sampler("dpm"), ctok::Error);
-  EXPECT_EQ(parse_sampler("euler"), Sampler::kEuler);
-  EXPECT_EQ(parse_prediction("v_prediction"), Prediction::kVPrediction);
+  EXPECT_THROW(parse_enum<BetaSchedule>("cosine"), ctok::Error);
+  EXPECT_THROW(parse_enum<Sampler>("dpm"), ctok::Error);
+  EXPECT_EQ(parse_enum<Sampler>("euler"), Sampler::kEuler);
+  EXPECT_EQ(parse_enum<Prediction>("v_prediction"), Prediction::kVPrediction);
 }
 
 TEST(ModelSchedule, TimestepSpacing) {
@@ -182,5 +182,5 @@ TEST(ModelSchedule, CosineSchedule) {
   auto alpha_bar = [pi](double t) { return std::pow(std::cos((t + 0.008) / 1.008 * pi / 2), 2); };
   EXPECT_NEAR(s.alpha_cumprod(500), alpha_bar(0.501) / alpha_bar(0.0), 1e-9);
   EXPECT_NEAR(s.betas()[999].item<double>(), 0.999, 1e-12);  // capped
-  EXPECT_EQ(parse_beta_schedule("squaredcos_cap_v2"), BetaSchedule::kSquaredCosCapV2);
+  EXPECT_EQ(parse_enum<BetaSchedule>("squaredcos_cap_v2"), BetaSchedule::kSquaredCosCapV2);
 }

@@ -87,10 +87,7 @@ TEST(GalleryStore, BuildOpenRowsAlignedAndNormalised) {
     EXPECT_EQ(st.items()[i].box.has_value(), i % 2 == 1);
   }
   // Row i equals the image embedded on its own (order kept across parallel decode).
-  image::Preprocess pre{int(tiny().image_size()), {0.5f, 0.5f, 0.5f}, {0.5f, 0.5f, 0.5f}};
-  const auto& m = tiny().manifest().image;
-  pre.mean = {float(m.mean[0]), float(m.mean[1]), float(m.mean[2])};
-  pre.std = {float(m.std[0]), float(m.std[1]), float(m.std[2])};
+  const image::Preprocess pre = model::image_preprocess(tiny());
   model::ClipModel clip(tiny());
   std::vector<torch::Tensor> alone;
   for (int i = 0; i < 7; ++i) {

@@ -119,6 +119,19 @@ inline void parse(CLI::App& app, int argc, char** argv, const CommonOptions& o, 
 }
 
 // bad_input unless `path` is free or `force` is set.
+// An option naming one value of a library enum (model::Sampler, ...): the help lists the
+// choices from the enum's table and shows the current value as the default; a wrong name
+// is bad_input keyed by the enum ("unknown sampler", exit 2).
+template <typename E>
+CLI::Option* add_enum_option(CLI::App& app, const std::string& flag, E& field, const std::string& help) {
+  return app
+      .add_option_function<std::string>(
+          flag, [&field](const std::string& name) { field = model::parse_enum<E>(name); },
+          help + ": " + model::enum_choices<E>())
+      ->default_str(model::enum_name(field))
+      ->type_name("NAME");
+}
+
 inline void check_overwrite(const std::string& path, bool force) {
   if (!force && std::filesystem::exists(path)) {
     throw bad_input("output exists (use --force to overwrite)").file(path);

@@ -26,7 +26,7 @@
 #include "ctok/image/image.hpp"
 #include "ctok/model/bundle.hpp"
 #include "ctok/model/clip.hpp"
-#include "ctok/model/schedule.hpp"
+#include "ctok/model/generate.hpp"
 #include "ctok/token/attributes.hpp"
 
 namespace ctok::gair {
@@ -39,25 +39,12 @@ enum class Emphasis {
 Emphasis parse_emphasis(const std::string& name);  // "attribute" | "concept"; bad_input otherwise
 std::string emphasis_name(Emphasis emphasis);
 
-// Sampler settings of the renders (the fields of the agreed model::GenerateOptions).
-struct GenerateSettings {
-  std::string negative;                         // unconditional prompt; empty: the empty prompt
-  int n = 4;                                    // images per alpha, seeds seed .. seed + n - 1
-  int steps = 50;                               // sampler steps
-  double guidance = 5.0;                        // classifier-free guidance (1: off)
-  model::Sampler sampler = model::Sampler::kDdim;
-  double eta = 0.0;
-  model::Spacing spacing = model::Spacing::kTrailing;
-  uint64_t seed = 0;
-  int batch = 8;                                // images per sampler call
-};
-
 struct GairOptions {
   std::vector<double> alphas{0.0, 0.25, 0.5, 0.75, 1.0};  // the correction grid, each in [0, 1]
   Emphasis emphasis = Emphasis::kAttribute;
   std::optional<double> alpha;  // a fixed alpha in [0, 1] (overrules the automatic pick; added to the grid)
   double beta = 0.0;            // fusion weight of the renders' mean image feature (0: off)
-  GenerateSettings generate;
+  model::GenerateOptions generate;  // the renders of every alpha (n per alpha)
   int top_k = 8;                // retrieved items kept per alpha
   int64_t chunk = 4096;         // gallery rows per matrix product
 };

@@ -24,7 +24,7 @@
 #include "ctok/gair/gair.hpp"
 #include "ctok/image/image.hpp"
 #include "ctok/model/bundle.hpp"
-#include "ctok/model/render.hpp"
+#include "ctok/token/load_tokens.hpp"
 
 namespace ctok::gair {
 
@@ -70,7 +70,7 @@ struct Timings {
 struct GairRun {
   GairRequest request;
   GairOptions options;
-  model::LoadedTokens tokens;
+  token::LoadedTokens tokens;
   nlohmann::json token_info = nlohmann::json::object();  // parent, bundle, source of the token file
   std::string attribute_file;      // "" when none was found
   std::vector<image::Image> concept_images;

@@ -93,4 +93,7 @@ torch::Tensor stack_images(const std::vector<image::FloatImage>& images);
 // x / ||x|| along the last dimension (differentiable; zero rows stay zero).
 torch::Tensor l2_normalize(const torch::Tensor& x);
 
+// The bundle's image preprocessing for the image encoder (size, mean, std of bundle.json).
+image::Preprocess image_preprocess(const Bundle& bundle);
+
 }  // namespace ctok::model

@@ -23,6 +23,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "ctok/model/sampling_types.hpp"
 #include "ctok/text/tokenizer.hpp"
 
 namespace ctok::model {
@@ -67,10 +68,10 @@ struct DiffusionSpec {
   int64_t latent_size = 0;         // UNet sample side (image_size for pixel space)
   double latent_scale = 1.0;       // applied inside the VAE modules (informational)
   int64_t num_train_timesteps = 1000;
-  std::string beta_schedule = "scaled_linear";  // "linear" | "scaled_linear" | "squaredcos_cap_v2"
+  BetaSchedule beta_schedule = BetaSchedule::kScaledLinear;
   double beta_start = 0.00085;
   double beta_end = 0.012;
-  std::string prediction = "epsilon";  // "epsilon" | "v_prediction"
+  Prediction prediction = Prediction::kEpsilon;
 
   bool has_vae() const { return !vae_encoder.empty(); }
 };

@@ -22,21 +22,9 @@
 #include <string>
 #include <vector>
 
+#include "ctok/model/sampling_types.hpp"
+
 namespace ctok::model {
-
-enum class BetaSchedule { kLinear, kScaledLinear, kSquaredCosCapV2 };
-enum class Prediction { kEpsilon, kVPrediction };
-enum class Sampler { kDdim, kEuler };
-enum class Spacing { kTrailing, kLeading };
-
-BetaSchedule parse_beta_schedule(const std::string& name);  // "linear" | "scaled_linear" | "squaredcos_cap_v2"
-std::string beta_schedule_name(BetaSchedule schedule);
-Prediction parse_prediction(const std::string& name);  // "epsilon" | "v_prediction"
-std::string prediction_name(Prediction prediction);
-Sampler parse_sampler(const std::string& name);  // "ddim" | "euler"
-std::string sampler_name(Sampler sampler);
-Spacing parse_spacing(const std::string& name);  // "trailing" | "leading"
-std::string spacing_name(Spacing spacing);
 
 struct ScheduleConfig {
   int num_train_timesteps = 1000;                      // T
