@@ -8,6 +8,7 @@
 //   ctok-eval --df2 data/fashionworld --split validation --methods text,inv,inv+cls,gair,gair-fixed
 //             --composition --max-concepts 20 --seeds 0,1,2 --out runs/gair-eval/   (docs/gair.md)
 //   ctok-eval --df2 data/fashionworld --task classify --shots 5 --seeds 0,1,2 --out runs/classify/
+//   ctok-eval --df2 data/fashionworld --task classify --split train --min-identity 5001 --out runs/tune/  (tuning set)
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
@@ -34,7 +35,8 @@ struct Options {
   std::string task = "retrieve";
   std::optional<std::string> methods, seeds, hidden, gair_alphas;
   std::optional<int> steps, shots, negatives;
-  int64_t max_identity = eval::ClassifyOptions{}.max_identity;
+  std::optional<int64_t> max_identity;
+  int64_t min_identity = 0;
   bool no_verify = false;
 };
 
@@ -47,7 +49,9 @@ int classify(Options& o) {
   if (o.hidden) c.hidden = eval::parse_names(*o.hidden, {}, "hidden");
   if (o.shots) c.shots = *o.shots;
   if (o.negatives) c.negatives = *o.negatives;
-  c.max_identity = o.max_identity;
+  c.min_identity = o.min_identity;
+  // The tuning set has no upper bound unless one is given: the default 5000 is the support's.
+  c.max_identity = o.max_identity ? *o.max_identity : (o.min_identity > 0 ? 0 : c.max_identity);
   if (!o.common.config.empty()) c.learn = token::read_learn_config(o.common.config);
   if (o.steps) c.learn.steps = *o.steps;
   c.out = o.eval.out;
@@ -72,9 +76,15 @@ int classify(Options& o) {
 }
 
 int run(Options& o) {
+  // Before any data is read (the train split is large).
+  if (o.min_identity < 0) {
+    throw bad_input("--min-identity must be 0 (off) or a pair_id").key("min_identity").found(std::to_string(o.min_identity));
+  }
   if (o.task == "classify") return classify(o);
   if (o.task != "retrieve") throw bad_input("unknown task \"" + o.task + "\"").key("task").expected("retrieve or classify");
   eval::EvalOptions& e = o.eval;
+  if (o.max_identity) throw bad_input("--max-identity is a classify option").key("max_identity").expected("--task classify");
+  e.min_identity = o.min_identity;
   if (o.methods) e.methods = eval::parse_methods(*o.methods);
   if (o.seeds) e.seeds = eval::parse_seeds(*o.seeds);
   if (o.shots) e.shots = *o.shots;
@@ -130,7 +140,14 @@ int main(int argc, char** argv) {
                                            std::to_string(eval::ClassifyOptions{}.shots) + ")");
     app.add_option("--hidden", o.hidden, "classify: hidden categories (default: world.json's)");
     app.add_option("--max-identity", o.max_identity, "classify: train identities the support may use (0: all; the rest "
-                                                     "is the tuning set)")->capture_default_str();
+                                                     "is the tuning set; default " +
+                                                         std::to_string(eval::ClassifyOptions{}.max_identity) +
+                                                         ", 0 with --min-identity)");
+    app.add_option("--min-identity", o.min_identity,
+                   "only identities with pair_id >= N (FashionWorld: --split train --min-identity 5001, the tuning "
+                   "identities); retrieve: concepts and gallery; classify: support, negatives and the classified items, "
+                   "each unit leaving out the identities it learned from")
+        ->capture_default_str()->type_name("N");
     app.add_option("--max-concepts", e.max_concepts, "seeded subset of the eligible concepts (0: all; subset seed --seed)")
         ->capture_default_str();
     app.add_option("--seeds", o.seeds, "comma-separated run seeds (support set and learning; retrieve default 0, classify 0,1,2)");

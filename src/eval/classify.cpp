@@ -113,6 +113,32 @@ EvalSummary run_classification(const model::Bundle& bundle, const ClassifyOption
     }
   }
   token::validate(o.learn);
+  // The identity range. min_identity > 0 is the tuning set: support, negatives and the
+  // evaluated items all come from the train split's identities >= min_identity.
+  if (o.min_identity < 0) {
+    throw bad_input("--min-identity must be 0 (off) or a pair_id").key("min_identity")
+        .found(std::to_string(o.min_identity));
+  }
+  if (o.max_identity < 0) {
+    throw bad_input("--max-identity must be 0 (all) or a pair_id").key("max_identity")
+        .found(std::to_string(o.max_identity));
+  }
+  if (o.min_identity > 0 && o.max_identity > 0 && o.max_identity < o.min_identity) {
+    throw bad_input("--max-identity is below --min-identity: no identity is left").key("max_identity")
+        .expected("0 or at least " + std::to_string(o.min_identity)).found(std::to_string(o.max_identity));
+  }
+  if (o.min_identity > 0 && o.split != o.train_split) {
+    throw bad_input("--min-identity evaluates on the tuning identities of the train split, not on \"" + o.split +
+                    "\"").key("min_identity").expected("--split " + o.train_split);
+  }
+  if (o.min_identity == 0 && o.split == o.train_split) {
+    throw bad_input("evaluating on the split the support comes from needs --min-identity (the tuning identities, "
+                    "FashionWorld: 5001)").key("split").expected("another split, or --min-identity N")
+        .found(o.split);
+  }
+  auto in_range = [&](int64_t pair) {
+    return (o.min_identity <= 0 || pair >= o.min_identity) && (o.max_identity <= 0 || pair <= o.max_identity);
+  };
   const std::vector<Category> cats = world_categories(o.df2);
   std::vector<std::string> hidden = o.hidden;
   if (hidden.empty()) {
@@ -129,12 +155,14 @@ EvalSummary run_classification(const model::Bundle& bundle, const ClassifyOption
   // The run's settings: a resume must agree.
   const Json run = {{"task", "classify"}, {"df2", fs::absolute(o.df2).lexically_normal().string()},
                     {"train_split", o.train_split}, {"split", o.split}, {"shots", o.shots}, {"negatives", o.negatives},
-                    {"max_identity", o.max_identity}, {"learn", token::to_json(o.learn)},
+                    {"max_identity", o.max_identity}, {"min_identity", o.min_identity},
+                    {"learn", token::to_json(o.learn)},
                     {"bundle", bundle.name()}, {"image_encoder_sha256", retrieval::image_encoder_sha256(bundle)}};
   const std::string run_path = (fs::path(o.out) / "run.json").string();
   if (file_exists(run_path)) {
     const Json old = json::parse_file(run_path);
     for (auto it = run.begin(); it != run.end(); ++it) {
+      if (it.key() == "min_identity" && !old.contains(it.key()) && it.value() == 0) continue;  // runs from before it
       if (!old.contains(it.key()) || old.at(it.key()) != it.value()) {
         throw bad_input("the output folder holds a run with other settings; use another --out (or remove it)")
             .file(run_path).key(it.key()).expected(it.value().dump())
@@ -144,13 +172,24 @@ EvalSummary run_classification(const model::Bundle& bundle, const ClassifyOption
   }
 
   // Support and negatives from the train split (identities up to max_identity; the rest is
-  // the tuning set), evaluation on the whole validation split.
+  // the tuning set), evaluation on the whole validation split. With min_identity: support,
+  // negatives and evaluation all from the train identities >= min_identity, each unit's
+  // evaluated items leaving out every identity it drew support or negatives from.
   data::SplitOptions so;
   so.threads = o.threads;
   const data::Split train = data::read_split(o.df2, o.train_split, so);
   const std::vector<data::Crop> train_crops = data::list_items(train);
   const data::Split val = data::read_split(o.df2, o.split, so);
-  const std::vector<data::Crop> val_crops = data::list_items(val);
+  std::vector<data::Crop> val_crops = data::list_items(val);
+  if (o.min_identity > 0) {
+    val_crops.erase(std::remove_if(val_crops.begin(), val_crops.end(),
+                                   [&](const data::Crop& c) { return !in_range(c.pair_id); }),
+                    val_crops.end());
+    if (val_crops.empty()) {
+      throw bad_input("no item of the " + o.split + " split has a pair_id >= " + std::to_string(o.min_identity))
+          .key("min_identity");
+    }
+  }
 
   const std::vector<std::string> learned = [&] {
     std::vector<std::string> v;
@@ -162,6 +201,7 @@ EvalSummary run_classification(const model::Bundle& bundle, const ClassifyOption
     std::string category;
     uint64_t seed;
     std::vector<data::Crop> support, negatives;
+    std::set<int64_t> excluded;  // identities left out of the evaluated items (min_identity > 0)
   };
   std::vector<Unit> units;
   for (const auto& h : hidden) {
@@ -172,7 +212,7 @@ EvalSummary run_classification(const model::Bundle& bundle, const ClassifyOption
     std::map<int64_t, std::vector<const data::Crop*>> by_pair;
     std::vector<const data::Crop*> sib;
     for (const auto& c : train_crops) {
-      if (c.source != "user" || (o.max_identity > 0 && c.pair_id > o.max_identity)) continue;
+      if (c.source != "user" || !in_range(c.pair_id)) continue;
       if (c.category_name == h) by_pair[c.pair_id].push_back(&c);
       if (siblings.count(c.category_name)) sib.push_back(&c);
     }
@@ -187,12 +227,16 @@ EvalSummary run_classification(const model::Bundle& bundle, const ClassifyOption
     for (const auto& [p, v] : by_pair) pairs.push_back(p);
     for (uint64_t seed : o.seeds) {
       SplitMix64 g(mix_seed(seed, fnv1a(h), 0xc1a55u));
-      Unit u{h, seed, {}, {}};
+      Unit u{h, seed, {}, {}, {}};
       for (std::size_t i : draw(pairs.size(), static_cast<std::size_t>(o.shots), g)) {
         const auto& v = by_pair[pairs[i]];
         u.support.push_back(*v[g.below(v.size())]);
       }
       for (std::size_t i : draw(sib.size(), static_cast<std::size_t>(o.negatives), g)) u.negatives.push_back(*sib[i]);
+      if (o.min_identity > 0) {
+        for (const auto& c : u.support) u.excluded.insert(c.pair_id);
+        for (const auto& c : u.negatives) u.excluded.insert(c.pair_id);
+      }
       units.push_back(std::move(u));
     }
   }
@@ -274,23 +318,34 @@ EvalSummary run_classification(const model::Bundle& bundle, const ClassifyOption
 
   // Validation features, embedded once per bundle (a gallery store of every style > 0 item).
   std::vector<retrieval::GalleryItem> items;
+  std::map<std::string, int64_t> pair_of;  // item id -> pair_id
   for (const auto& c : val_crops) {
+    pair_of[c.id()] = c.pair_id;
     items.push_back({(fs::path(o.split) / "image" / (c.stem + ".jpg")).string(), c.box,
                      {{"id", c.id()}, {"category_name", c.category_name}, {"parent", c.parent}}});
   }
   retrieval::GalleryBuildOptions bo;
   const std::string sha = retrieval::image_encoder_sha256(bundle);
+  const std::string range = o.min_identity > 0 ? "-ids" + std::to_string(o.min_identity) +
+                                                      (o.max_identity > 0 ? "-" + std::to_string(o.max_identity) : "")
+                                                : "";
   bo.dir = o.cache_dir.empty() ? (fs::path(o.out) / "features").string()
-                               : (fs::path(o.cache_dir) / ("classify-" + o.split + "-" + sha.substr(0, 12))).string();
+                               : (fs::path(o.cache_dir) / ("classify-" + o.split + range + "-" + sha.substr(0, 12))).string();
   bo.source_root = o.df2;
   bo.source = {{"kind", "df2-items"}, {"root", fs::absolute(o.df2).lexically_normal().string()}, {"split", o.split}};
+  if (o.min_identity > 0) bo.source["min_identity"] = o.min_identity, bo.source["max_identity"] = o.max_identity;
   bo.threads = o.threads;
   bo.show_progress = o.progress;
   retrieval::build_gallery_store(bundle, items, bo);
   const retrieval::GalleryStore store = retrieval::GalleryStore::open(bo.dir, bundle);
   const torch::Tensor feats = store.features();
   std::vector<std::string> item_cat;
-  for (const auto& it : store.items()) item_cat.push_back(it.keys.at("category_name").get<std::string>());
+  std::vector<int64_t> item_pair;
+  for (const auto& it : store.items()) {
+    item_cat.push_back(it.keys.at("category_name").get<std::string>());
+    const auto p = pair_of.find(it.keys.at("id").get<std::string>());
+    item_pair.push_back(p == pair_of.end() ? 0 : p->second);
+  }
 
   model::ClipModel clip(bundle);
   torch::NoGradGuard ng;
@@ -309,9 +364,11 @@ EvalSummary run_classification(const model::Bundle& bundle, const ClassifyOption
       if (!c.hidden || c.name == u.category) names.push_back(c.name);
     const int64_t h = std::find(names.begin(), names.end(), u.category) - names.begin();
     std::vector<int64_t> rows, label;
+    std::set<int64_t> evaluated_pairs;
     for (std::size_t r = 0; r < item_cat.size(); ++r) {
       auto it = std::find(names.begin(), names.end(), item_cat[r]);
-      if (it == names.end()) continue;
+      if (it == names.end() || u.excluded.count(item_pair[r])) continue;
+      evaluated_pairs.insert(item_pair[r]);
       rows.push_back(static_cast<int64_t>(r));
       label.push_back(it - names.begin());
     }
@@ -324,6 +381,13 @@ EvalSummary run_classification(const model::Bundle& bundle, const ClassifyOption
     Json ids = Json::array();
     for (const auto& c : u.support) ids.push_back(c.id());
     rec["support"] = ids;
+    if (o.min_identity > 0) {  // the tuning set: what was evaluated, what was left out
+      Json neg = Json::array();
+      for (const auto& c : u.negatives) neg.push_back(c.id());
+      rec["negatives"] = neg;
+      rec["excluded_pair_ids"] = u.excluded;
+      rec["evaluated_pair_ids"] = evaluated_pairs;
+    }
     Json methods = Json::object();
     for (const auto& m : o.methods) {
       std::vector<std::string> prompts;
@@ -365,9 +429,12 @@ EvalSummary run_classification(const model::Bundle& bundle, const ClassifyOption
   s.units_done = records.size();
 
   // Tables: per hidden category, each method's mean ± sd over the seeds.
-  Json metrics = {{"task", "classify"}, {"seeds", o.seeds}, {"shots", o.shots}, {"categories", Json::object()}};
+  Json metrics = {{"task", "classify"}, {"split", o.split}, {"min_identity", o.min_identity}, {"seeds", o.seeds},
+                  {"shots", o.shots}, {"categories", Json::object()}};
   std::ostringstream md;
-  md << "# Hidden-category classification (" << o.split << ", " << o.shots << " shots, " << o.seeds.size()
+  md << "# Hidden-category classification (" << o.split
+     << (o.min_identity > 0 ? " identities >= " + std::to_string(o.min_identity) + ", the tuning set" : std::string())
+     << ", " << o.shots << " shots, " << o.seeds.size()
      << " seed(s); mean ± sd over seeds)\n";
   for (const auto& hcat : hidden) {
     std::map<std::string, std::map<std::string, std::vector<double>>> v;  // method -> stat -> values
@@ -383,7 +450,7 @@ EvalSummary run_classification(const model::Bundle& bundle, const ClassifyOption
       }
     }
     Json cj = Json::object();
-    md << "\n## " << hcat << " (parent \"" << by_name[hcat].parent << "\"; " << n_items << " validation items, "
+    md << "\n## " << hcat << " (parent \"" << by_name[hcat].parent << "\"; " << n_items << " " << o.split << " items, "
        << n_classes << " classes)\n\n| method | accuracy | " << hcat << " recall | " << hcat << " precision | "
        << by_name[hcat].parent << "-family accuracy |\n| --- | --- | --- | --- | --- |\n";
     for (const auto& m : o.methods) {

@@ -262,13 +262,17 @@ void Evaluation::read_data() {
         .key("shots").expected("a k that concepts allow; concepts qualifying at each k: " + (counts.empty() ? "none" : counts))
         .found(std::to_string(o_.shots));
   }
+  if (o_.min_identity < 0) {
+    throw bad_input("--min-identity must be 0 (off) or a pair_id").key("min_identity")
+        .found(std::to_string(o_.min_identity));
+  }
   if (o_.min_identity > 0) {
     eligible.erase(std::remove_if(eligible.begin(), eligible.end(),
                                   [&](const data::Concept& c) { return c.pair_id < o_.min_identity; }),
                    eligible.end());
     if (eligible.empty()) {
       throw bad_input("no eligible concept of " + split_.dir + " has a pair_id >= " + std::to_string(o_.min_identity))
-          .key("gair.tune_min_identity");
+          .key(tuning_ ? "gair.tune_min_identity" : "min_identity");
     }
   }
   concepts_ = data::subset_concepts(std::move(eligible), o_.max_concepts, o_.subset_seed);

@@ -157,6 +157,57 @@ expect 2 "classify: too many shots" "too few identities" -- "$EVAL" "${CL[@]}" -
 expect 2 "classify: no world.json" "world.json" -- "$EVAL" --bundle "$BUNDLE" --df2 "$T/noimg" --task classify --out "$T/bad2"
 [ -e "$T/bad/run.json" ] && fail "a refused classify run wrote run.json" || pass "a refused classify run writes nothing"
 expect 2 "classify: unknown hidden category" "not a category" -- "$EVAL" "${CL[@]}" --hidden sneaker,robot --out "$T/bad3"
+# --- the tuning identities (--min-identity): classify learns from and is scored on train
+# identities >= 41 only, each unit leaving out the identities it learned from; retrieve too
+expect 0 "classify on the tuning identities" "" -- "$EVAL" "${CL[@]}" -q --split train --min-identity 41 --seeds 0,1 \
+  --methods parent,inv,inv+cls --out "$T/clt"
+if $PY - "$T/clt" "$T/fwc/train/annos" <<'EOF'
+import json, os, sys
+d, annos = sys.argv[1], sys.argv[2]
+pair = lambda i: json.load(open(os.path.join(annos, i.split("/")[0] + ".json")))["pair_id"]
+run = json.load(open(os.path.join(d, "run.json")))
+assert run["split"] == "train" and run["min_identity"] == 41 and run["max_identity"] == 0, run
+m = json.load(open(os.path.join(d, "metrics.json")))
+assert m["split"] == "train" and m["min_identity"] == 41, m
+units = [json.load(open(os.path.join(d, "units", f))) for f in sorted(os.listdir(os.path.join(d, "units")))]
+assert len(units) == 4, len(units)
+for u in units:
+    sup = {pair(i) for i in u["support"]}
+    neg = {pair(i) for i in u["negatives"]}
+    ev = set(u["evaluated_pair_ids"])
+    assert sup and neg and ev, u["category"]
+    assert min(sup | neg | ev) >= 41, (u["category"], sup, neg, min(ev))   # never an identity <= 40
+    assert not (sup | neg) & ev, (u["category"], (sup | neg) & ev)            # support/negatives not evaluated
+    assert set(u["excluded_pair_ids"]) == sup | neg, u["excluded_pair_ids"]
+    assert u["methods"]["parent"]["items"] > 0
+EOF
+then pass "classify tuning: support, negatives, evaluated items all >= 41 and disjoint"
+else fail "classify tuning: support, negatives, evaluated items all >= 41 and disjoint"; fi
+expect 2 "classify: resume with another --min-identity" "min_identity" -- "$EVAL" "${CL[@]}" --split train \
+  --min-identity 45 --seeds 0,1 --methods parent,inv,inv+cls --out "$T/clt"
+expect 2 "classify: --min-identity on the validation split" "--split train" -- "$EVAL" "${CL[@]}" --min-identity 41 \
+  --out "$T/bad4"
+expect 2 "classify: the train split without --min-identity" "--min-identity" -- "$EVAL" "${CL[@]}" --split train \
+  --out "$T/bad4"
+expect 2 "classify: negative --min-identity" "--min-identity must be" -- "$EVAL" "${CL[@]}" --split train \
+  --min-identity -3 --out "$T/bad4"
+expect 2 "classify: --max-identity below --min-identity" "below --min-identity" -- "$EVAL" "${CL[@]}" --split train \
+  --min-identity 41 --max-identity 20 --out "$T/bad4"
+[ -e "$T/bad4/run.json" ] && fail "a refused tuning run wrote run.json" || pass "a refused tuning run writes nothing"
+RT=(--bundle "$BUNDLE" --df2 "$T/fwc" --split train --shots 2 --threads 1 --methods text,image-mean)
+expect 0 "retrieve on the tuning identities" "" -- "$EVAL" "${RT[@]}" --min-identity 41 --max-concepts 3 --out "$T/rt" -q
+if $PY - "$T/rt" <<'EOF'
+import csv, json, os, sys
+d = sys.argv[1]
+assert json.load(open(os.path.join(d, "run.json")))["min_identity"] == 41
+rows = list(csv.DictReader(open(os.path.join(d, "ranks.csv"))))
+assert rows and all(int(r["pair_id"]) >= 41 for r in rows), [r["pair_id"] for r in rows]
+EOF
+then pass "retrieve tuning: concepts >= 41"; else fail "retrieve tuning: concepts >= 41"; fi
+expect 2 "retrieve: negative --min-identity" "--min-identity must be" -- "$EVAL" "${RT[@]}" --min-identity -1 --out "$T/bad5"
+expect 2 "retrieve: --min-identity above every identity" "pair_id >= 99999" -- "$EVAL" "${RT[@]}" --min-identity 99999 \
+  --out "$T/bad5"
+expect 2 "retrieve: --max-identity" "classify option" -- "$EVAL" "${RT[@]}" --max-identity 10 --out "$T/bad5"
 # --- the GAIR rows (docs/gair.md): gair (auto alpha from its renders) and gair-fixed (the
 # alpha tuned on train identities >= 61 of the small world), paired against their own token
 G=(--bundle "$BUNDLE" --df2 "$T/fwc" --split validation --shots 2 --threads 1 --steps 2 --negatives 3 --seeds 0

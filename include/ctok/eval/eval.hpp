@@ -85,7 +85,8 @@ struct EvalOptions {
   std::vector<uint64_t> seeds = {0};       // support set and learning seeds, one record each
   bool composition = false;                // also the colour-swap queries (FashionWorld)
   GairEvalOptions gair;                    // the gair / gair-fixed rows (when in methods)
-  int64_t min_identity = 0;                // only concepts and gallery items with pair_id >= this (GAIR tuning)
+  int64_t min_identity = 0;                // only concepts and gallery items with pair_id >= this (--min-identity;
+                                           // GAIR tuning; FashionWorld train 5001: the tuning identities)
   int negatives = 32;                      // negative crops per concept for the cls losses
   token::LearnConfig learn;                // base learning config (--config, --steps)
   std::string out;                         // output folder
@@ -124,6 +125,14 @@ EvalSummary run_retrieval(const model::Bundle& bundle, const EvalOptions& option
 // "a photo of a <t> {p}" (methods parent and word: the parent word, h's own word).
 // Output folder: run.json, tokens/, units/<h>-seed<s>.json (resumable), features/ (the
 // validation features, a gallery store), metrics.json, table.md.
+//
+// Tuning (min_identity > 0, split = train_split): support and negatives are drawn from the
+// train identities >= min_identity (and <= max_identity when that is > 0; FashionWorld:
+// 5001-6000), and the classified items are the train split's style > 0 items of those
+// identities, less, per unit, every item of an identity the unit drew a support crop or a
+// negative from (the unit's record lists the excluded and the evaluated pair_ids). The
+// validation split is not read for classification then. Evaluating on the train split
+// without min_identity is refused (its items include the support).
 
 // parent, word, inv, cls, inv+cls, inv+cls+sub.
 const std::vector<std::string>& classify_methods();
@@ -137,6 +146,7 @@ struct ClassifyOptions {
   int shots = 5;
   int negatives = 16;
   int64_t max_identity = 5000;             // train identities the selection may draw (0: all)
+  int64_t min_identity = 0;                // > 0: the tuning set (above); set max_identity 0 with it
   std::vector<uint64_t> seeds = {0, 1, 2};
   token::LearnConfig learn;
   std::string out, cache_dir;
@@ -146,7 +156,9 @@ struct ClassifyOptions {
 };
 
 // bad_input: no world.json, an unknown method (the known ones listed), too few identities
-// for --shots, an output folder holding a run with other settings.
+// for --shots, an output folder holding a run with other settings, a negative
+// min_identity / max_identity, max_identity below min_identity, min_identity with a split
+// other than train_split, the train split without min_identity.
 EvalSummary run_classification(const model::Bundle& bundle, const ClassifyOptions& options);
 
 // --- tables from the records (no model needed; unit-tested) -----------------------------
