@@ -6,8 +6,8 @@
 #
 # The job: the default models were trained without ever being told the word "sneaker" (a
 # hidden category of FashionWorld: captions call sneakers "shoes"). From five photos of
-# sneakers, ctok-learn learns a custom token <sneaker> in the attribute subspace of "shoe",
-# with the inversion and the classification losses; ctok-render then draws the token alone
+# sneakers, ctok-learn learns a custom token <sneaker> with parent "shoe" by inversion (the
+# tuned default; generated sibling negatives serve its hub check); ctok-render then draws the token alone
 # and composed with words it was never shown with ("a <sneaker> shoe in red"); ctok-index and
 # ctok-search find it in a catalogue (FashionWorld's 3,000 validation shop crops); ctok-gair
 # shows what the composite query asks for and corrects it; ctok-eval measures, on held-out

@@ -52,7 +52,7 @@ int classify(Options& o) {
   c.min_identity = o.min_identity;
   // The tuning set has no upper bound unless one is given: the default 5000 is the support's.
   c.max_identity = o.max_identity ? *o.max_identity : (o.min_identity > 0 ? 0 : c.max_identity);
-  if (!o.common.config.empty()) c.learn = token::read_learn_config(o.common.config);
+  if (!o.common.config.empty()) c.learn = token::read_learn_config(o.common.config, eval::method_base_config());
   if (o.steps) c.learn.steps = *o.steps;
   c.out = o.eval.out;
   c.cache_dir = o.eval.cache_dir;
@@ -89,7 +89,7 @@ int run(Options& o) {
   if (o.seeds) e.seeds = eval::parse_seeds(*o.seeds);
   if (o.shots) e.shots = *o.shots;
   if (o.negatives) e.negatives = *o.negatives;
-  if (!o.common.config.empty()) e.learn = token::read_learn_config(o.common.config);
+  if (!o.common.config.empty()) e.learn = token::read_learn_config(o.common.config, eval::method_base_config());
   if (o.steps) e.learn.steps = *o.steps;
   if (o.common.seed) e.subset_seed = *o.common.seed;
   if (o.gair_alphas) e.gair.alphas = gair::parse_alphas(*o.gair_alphas);

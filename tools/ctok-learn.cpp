@@ -311,7 +311,7 @@ int main(int argc, char** argv) {
     app.add_option("--lr", o.lr, "AdamW learning rate (of c with the subspace, else of v)");
     app.add_option("--batch", o.batch, "images per step (default " + std::to_string(token::LearnConfig{}.batch) + ")");
     app.add_option("--lambda-inv", o.lambda_inv, "weight of the inversion loss (0: classification only)");
-    app.add_option("--lambda-cls", o.lambda_cls, "weight of the classification loss (0: inversion only)");
+    app.add_option("--lambda-cls", o.lambda_cls, "weight of the classification loss (default 0: inversion only; 0.1 = configs/learn/retrieval.json, better for identity retrieval, see docs/results.md)");
     app.add_option("--lambda-norm", o.lambda_norm, "weight of the (|v| - r)^2 norm term");
     app.add_option("--subspace", o.subspace, "attribute subspace: auto | none | FILE (an attribute JSON)");
     app.add_option("--init-word", o.init_word, "word whose embedding starts the token (default: the parent)");

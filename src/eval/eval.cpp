@@ -143,6 +143,13 @@ GairEvalOptions GairEvalOptions::from_json(const Json& j, const std::string& ori
   return g;
 }
 
+token::LearnConfig method_base_config() {
+  token::LearnConfig c;
+  c.lambda_cls = 0.1;
+  c.subspace = "auto";
+  return c;
+}
+
 token::LearnConfig method_config(const std::string& m, const token::LearnConfig& base) {
   token::LearnConfig c = base;
   if (m == "inv") {

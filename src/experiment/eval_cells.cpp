@@ -144,7 +144,7 @@ std::string list_text(const Json& v, const char* key, const std::string& where) 
 token::LearnConfig learn_of(const Json& c, const std::string& where) {
   const Json& l = c.at("learn");
   if (!l.is_object()) throw bad_input("\"learn\" must be an object of LearnConfig keys").file(where).key("learn");
-  token::LearnConfig cfg = token::merge_learn_config(token::LearnConfig{}, l, where + " (learn)");
+  token::LearnConfig cfg = token::merge_learn_config(eval::method_base_config(), l, where + " (learn)");
   token::validate(cfg);
   return cfg;
 }

@@ -88,8 +88,8 @@ LearnConfig learn_config_from_json(const nlohmann::json& j, const std::string& o
   return merge_learn_config(LearnConfig{}, j, origin);
 }
 
-LearnConfig read_learn_config(const std::string& path) {
-  LearnConfig c = learn_config_from_json(json::parse_file(path), path);
+LearnConfig read_learn_config(const std::string& path, const LearnConfig& base) {
+  LearnConfig c = merge_learn_config(base, json::parse_file(path), path);
   try {
     validate(c);
   } catch (Error& e) {

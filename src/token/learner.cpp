@@ -155,6 +155,10 @@ void Learner::Impl::setup() {
   } else if (use_cls()) {
     spdlog::info("classification loss: {} negative image(s), {} with a class prompt, {} as \"not the token\"",
                  n_negatives, n_labelled, n_negatives - n_labelled);
+  } else if (use_inv()) {
+    spdlog::info("inversion loss only (lambda_cls 0, the default: on the default bundle the classification loss "
+                 "costs category accuracy; --lambda-cls 0.1 or --config configs/learn/retrieval.json for retrieval); "
+                 "{} negative image(s) for the hub check", n_negatives);
   }
 }
 

@@ -42,7 +42,7 @@ expect 0 "learn a token" "" -- "$LEARN" "${COMMON[@]}" --images "$T/img" --negat
 expect 2 "output exists without --force" "--force" -- "$LEARN" "${COMMON[@]}" --images "$T/img" --parent shoe \
   --token "<my-shoe>" --steps 1 --out "$OUT"
 expect 0 "classification only, free vector, config file" "" -- "$LEARN" "${COMMON[@]}" --images "$T/img" \
-  --parent shoe --token "<my-shoe>" --steps 2 --lambda-inv 0 --subspace none \
+  --parent shoe --token "<my-shoe>" --steps 2 --lambda-inv 0 --lambda-cls 1 --subspace none \
   --config "$SRC/configs/learn/default.json" --negative-prompt "a photo of a sandal" --out "$T/cls.safetensors"
 
 # --- bad input: exit 2 with a message that names the problem
@@ -80,11 +80,11 @@ rm -f "$T/nounet/unet.pt" "$T/nounet/vae_encoder.pt" "$T/nounet/vae_decoder.pt"
 expect 2 "bundle without UNet while lambda_inv > 0" "lambda-inv" -- "$LEARN" --bundle "$T/nounet" -q \
   --images "$T/img" --parent shoe --token "<x>" --steps 1 --out "$T/a.safetensors"
 expect 0 "bundle without UNet, classification only" "" -- "$LEARN" --bundle "$T/nounet" -q \
-  --images "$T/img" --negatives "$T/neg" --parent shoe --token "<x>" --steps 1 --lambda-inv 0 \
+  --images "$T/img" --negatives "$T/neg" --parent shoe --token "<x>" --steps 1 --lambda-inv 0 --lambda-cls 1 \
   --out "$T/nounet.safetensors"
 # No negatives and nothing to generate them with: a classification loss alone would make a hub.
 expect 2 "classification only without negatives" "nothing to learn" -- "$LEARN" --bundle "$T/nounet" -q \
-  --images "$T/img" --parent shoe --token "<x>" --steps 1 --lambda-inv 0 --out "$T/nounet2.safetensors"
+  --images "$T/img" --parent shoe --token "<x>" --steps 1 --lambda-inv 0 --lambda-cls 1 --out "$T/nounet2.safetensors"
 
 # --- checkpoints and --resume
 CK="$T/run.ckpt"

@@ -102,6 +102,15 @@ TEST(Eval, MethodConfigs) {
   EXPECT_EQ(sub.subspace, "auto");
   EXPECT_EQ(sub.lambda_cls, 0.2);
   EXPECT_THROW(method_config("text", base), Error);
+  // The shipped defaults are inversion only with a free vector; the method table's base turns
+  // the classification loss and the subspace on, so inv+cls is not inversion in disguise.
+  EXPECT_EQ(token::LearnConfig{}.lambda_cls, 0);
+  const auto mb = method_base_config();
+  EXPECT_GT(method_config("inv+cls", mb).lambda_cls, 0);
+  EXPECT_EQ(method_config("inv+cls+sub", mb).subspace, "auto");
+  EXPECT_EQ(method_config("inv", mb).lambda_cls, 0);
+  EXPECT_EQ(EvalOptions{}.learn.lambda_cls, mb.lambda_cls);
+  EXPECT_EQ(ClassifyOptions{}.learn.subspace, "auto");
 }
 
 TEST(Eval, SummaryAveragesSeedsThenConcepts) {

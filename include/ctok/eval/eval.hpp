@@ -49,6 +49,11 @@ bool is_gair(const std::string& method);     // gair, gair-fixed (composition qu
 // inv: lambda_cls 0, subspace none; cls: lambda_inv 0, lambda_cls 1, subspace none;
 // inv+cls: the base lambdas, subspace none; inv+cls+sub: the base (subspace as configured).
 token::LearnConfig method_config(const std::string& method, const token::LearnConfig& base);
+// The base the method table starts from: the shipped learning defaults (inversion only, free
+// vector), with the classification weight (0.1) and the attribute subspace ("auto") that the
+// cls / inv+cls / inv+cls+sub methods use. ctok-eval's --config and ctok-batch's "learn" keys
+// replace fields of this base (an explicit lambda_cls 0 stays 0).
+token::LearnConfig method_base_config();
 
 // The GAIR rows' settings. Both correct the composition query q of the `base` token with
 // attribute emphasis, q_alpha = normalise((1 - alpha) t(q) + alpha t(a)), a = q without the
@@ -88,7 +93,7 @@ struct EvalOptions {
   int64_t min_identity = 0;                // only concepts and gallery items with pair_id >= this (--min-identity;
                                            // GAIR tuning; FashionWorld train 5001: the tuning identities)
   int negatives = 32;                      // negative crops per concept for the cls losses
-  token::LearnConfig learn;                // base learning config (--config, --steps)
+  token::LearnConfig learn = method_base_config();  // base learning config (--config, --steps)
   std::string out;                         // output folder
   std::string cache_dir;                   // gallery store parent ("" : <out>)
   int threads = 0;                         // image decoding threads (0: all cores)
@@ -148,7 +153,7 @@ struct ClassifyOptions {
   int64_t max_identity = 5000;             // train identities the selection may draw (0: all)
   int64_t min_identity = 0;                // > 0: the tuning set (above); set max_identity 0 with it
   std::vector<uint64_t> seeds = {0, 1, 2};
-  token::LearnConfig learn;
+  token::LearnConfig learn = method_base_config();
   std::string out, cache_dir;
   int threads = 0;
   bool progress = true;

@@ -32,7 +32,11 @@ struct LearnConfig {
 
   // --- losses: L = lambda_inv L_inv + lambda_cls L_cls + lambda_norm (|v| - r)^2
   double lambda_inv = 1.0;          // inversion (denoising) loss; needs a bundle with a UNet
-  double lambda_cls = 0.1;          // classification loss (text side + image side)
+  // Classification loss (text side + image side). Off by default: on the default bundle it
+  // costs hidden-category accuracy at every weight tried, on the tuning identities and on
+  // validation (docs/results.md "Tuning"); configs/learn/retrieval.json turns it on (0.1),
+  // which helps identity retrieval.
+  double lambda_cls = 0.0;
   double lambda_norm = 0.0;         // pull |v| towards r, the mean norm of the vocabulary
   double cls_image_weight = 1.0;    // weight of the image-side term inside L_cls
   int timestep_min = 0;             // inversion timesteps drawn uniformly from
@@ -41,7 +45,9 @@ struct LearnConfig {
   // --- the token
   int vectors = 1;                  // vectors per token (rows of the token file tensor)
   std::string init_word;            // start from this word's embedding; empty: the parent
-  std::string subspace = "auto";    // "auto" (configs/attributes/<parent>.json) | "none" | a file
+  // "auto" (configs/attributes/<parent>.json) | "none" | a file. Default none: the free vector
+  // beat the attribute subspace on both tuning tasks (docs/results.md "Tuning").
+  std::string subspace = "none";
   std::string subspace_words = "known";  // "all" | "known": drop words the tokenizer only
                                          //   spells letter by letter (it has no piece for them)
   double subspace_tolerance = 1e-4; // drop basis directions with singular value < tol * max
@@ -78,7 +84,8 @@ const std::vector<std::string>& learn_config_keys();
 LearnConfig learn_config_from_json(const nlohmann::json& json, const std::string& origin);
 // `base` with the keys present in `json` replaced.
 LearnConfig merge_learn_config(const LearnConfig& base, const nlohmann::json& json, const std::string& origin);
-LearnConfig read_learn_config(const std::string& path);
+// `base` (default: the defaults) with the file's keys replaced, validated.
+LearnConfig read_learn_config(const std::string& path, const LearnConfig& base = LearnConfig{});
 nlohmann::json to_json(const LearnConfig& config);
 // bad_input naming the first field out of range.
 void validate(const LearnConfig& config);
