@@ -43,6 +43,7 @@ Q="a photo of a <c> $PARENT in $COLOUR"
 expect 0 "help" "--alphas" -- "$GAIR" --help
 expect 0 "a report over the split" "chosen alpha" -- "$GAIR" --bundle "$BUNDLE" --threads 1 --token "$TOK" --query "$Q" \
   --df2 "$T/fw" --split validation "${FAST[@]}" --seed 3 --out "$T/report"
+cp "$T/report/results.json" "$T/split-results.json"  # later steps rewrite the report with --force
 for f in index.html results.json renders/alpha0-0.png renders/alpha2-1.png hits/alpha1-4.png concept/0.png; do
   [ -s "$T/report/$f" ] && pass "report has $f" || fail "report lacks $f"
 done
@@ -119,12 +120,17 @@ expect 0 "ctok-index store of the split" "" -- "$BIN/ctok-index" "${COMMON[@]}" 
   --out "$T/store"
 expect 0 "a report over the store" "chosen alpha" -- "$GAIR" --bundle "$BUNDLE" --threads 1 --token "$TOK" --query "$Q" \
   --gallery "$T/store" "${FAST[@]}" --seed 3 --out "$T/report-store"
-$PY - "$T/report/results.json" "$T/report-store/results.json" <<'PY' && pass "store and split give the same ranks" || fail "store and split reports differ"
+# The same settings as the first report (kept before --force rewrote it), over the store.
+$PY - "$T/split-results.json" "$T/report-store/results.json" <<'PY' && pass "store and split give the same report" || fail "store and split reports differ"
 import json, sys
 a, b = (json.load(open(p)) for p in sys.argv[1:])
-assert (a["rank_before"], a["rank_after"]) == (b["rank_before"], b["rank_after"]), (a["rank_before"], b["rank_before"])
-assert [h["id"] for h in a["alphas"][0]["top"]] == [h["id"] for h in b["alphas"][0]["top"]]
-assert b["gallery"]["kind"] == "store"
+assert (a["rank_before"], a["rank_after"]) == (b["rank_before"], b["rank_after"]), (a["rank_before"], a["rank_after"], b["rank_before"], b["rank_after"])
+assert [x["alpha"] for x in a["alphas"]] == [x["alpha"] for x in b["alphas"]]
+for x, y in zip(a["alphas"], b["alphas"]):
+    assert [h["id"] for h in x["top"]] == [h["id"] for h in y["top"]], x["alpha"]
+    sa, sb = [h["score"] for h in x["top"]], [h["score"] for h in y["top"]]
+    assert all(abs(p - q) < 1e-5 for p, q in zip(sa, sb)), (x["alpha"], sa, sb)
+assert a["gallery"]["kind"] == "df2-split" and b["gallery"]["kind"] == "store"
 PY
 expect 2 "no gallery" "gallery" -- "$GAIR" "${COMMON[@]}" --token "$TOK" --query "$Q" "${FAST[@]}" --out "$T/r1"
 # A diffusers-layout token (one tensor, no metadata) names no concept images.
