@@ -761,8 +761,8 @@ void finish_result(Learner& learner, LearnResult& result) {
     }
     if (hub.hub()) {
       spdlog::warn("the token looks like a hub: its prompt wins on {:.0f}% of the negative images, not only on the "
-                   "concept's; it will pick out the parent rather than the concept (try other negatives or a "
-                   "smaller lambda_cls)", 100 * hub.negatives_won);
+                   "concept's; it will pick out the parent rather than the concept (try other negatives{})",
+                   100 * hub.negatives_won, learner.config().lambda_cls > 0 ? " or a smaller lambda_cls" : "");
     }
   }
   result.token = learner.token_file(result.metrics);
