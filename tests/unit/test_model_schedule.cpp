@@ -92,6 +92,9 @@ TEST(ModelSchedule, StepsOutOfRangeIsBadInput) {
 
 TEST(ModelSchedule, AddNoiseFormulaAndGradient) {
   NoiseSchedule s(config());
+  // Seeded: the check is float32 arithmetic against the formula, so it gets float32's
+  // tolerance (1e-5 relative); unseeded draws with 1e-6 failed once in CI on a large value.
+  torch::manual_seed(7);
   auto x0 = torch::randn({3, 4, 2, 2}).requires_grad_(true);
   auto eps = torch::randn({3, 4, 2, 2});
   auto t = torch::tensor({0, 500, 999}, torch::kLong);
@@ -99,7 +102,7 @@ TEST(ModelSchedule, AddNoiseFormulaAndGradient) {
   for (int i = 0; i < 3; ++i) {
     const double a = s.alpha_cumprod(t[i].item<int64_t>());
     auto expect = std::sqrt(a) * x0[i] + std::sqrt(1 - a) * eps[i];
-    EXPECT_TRUE(torch::allclose(zt[i], expect, 1e-6, 1e-6));
+    EXPECT_TRUE(torch::allclose(zt[i], expect, 1e-5, 1e-6));
   }
   zt.sum().backward();
   EXPECT_NEAR(x0.grad()[2].mean().item<double>(), std::sqrt(s.alpha_cumprod(999)), 1e-6);
