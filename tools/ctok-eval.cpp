@@ -76,10 +76,6 @@ int classify(Options& o) {
 }
 
 int run(Options& o) {
-  // Before any data is read (the train split is large).
-  if (o.min_identity < 0) {
-    throw bad_input("--min-identity must be 0 (off) or a pair_id").key("min_identity").found(std::to_string(o.min_identity));
-  }
   if (o.task == "classify") return classify(o);
   if (o.task != "retrieve") throw bad_input("unknown task \"" + o.task + "\"").key("task").expected("retrieve or classify");
   eval::EvalOptions& e = o.eval;

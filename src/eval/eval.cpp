@@ -238,6 +238,10 @@ bool Evaluation::has_extras() const {
 }
 
 void Evaluation::read_data() {
+  if (o_.min_identity < 0) {  // before the split is read (a train split is large)
+    throw bad_input("--min-identity must be 0 (off) or a pair_id").key("min_identity")
+        .found(std::to_string(o_.min_identity));
+  }
   std::error_code ec;
   if (!fs::is_directory(o_.df2, ec)) throw bad_input("DeepFashion2 root not found or not a folder").file(o_.df2).key("df2");
   if (!fs::is_directory(fs::path(o_.df2) / o_.split, ec)) {
@@ -268,10 +272,6 @@ void Evaluation::read_data() {
                     " user items and a shop item")
         .key("shots").expected("a k that concepts allow; concepts qualifying at each k: " + (counts.empty() ? "none" : counts))
         .found(std::to_string(o_.shots));
-  }
-  if (o_.min_identity < 0) {
-    throw bad_input("--min-identity must be 0 (off) or a pair_id").key("min_identity")
-        .found(std::to_string(o_.min_identity));
   }
   if (o_.min_identity > 0) {
     eligible.erase(std::remove_if(eligible.begin(), eligible.end(),
