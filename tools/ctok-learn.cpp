@@ -41,6 +41,7 @@ struct Options {
   std::string images, negatives, negatives_from, negatives_cache, parent, token;
   std::string concepts, parents;  // cohort: one token per sub-folder
   int cohort = token::CohortOptions{}.cohort;
+  int workers = token::CohortOptions{}.workers;
   std::vector<std::string> negative_prompts;
   bool no_negatives = false;
   int generated_negatives = token::GeneratedNegativeOptions{}.n;
@@ -200,6 +201,9 @@ int run_concepts(const Options& o) {
   fs::create_directories(o.out);
   token::CohortOptions co;
   co.cohort = o.cohort;
+  co.workers = o.workers;
+  spdlog::info("{} token(s), {} worker thread(s), up to {} in flight", requests.size(),
+               token::cohort_workers(co, requests.size()), o.cohort);
   for (const auto& out : outs) co.checkpoint_paths.push_back(out + ".ckpt");
   co.on_done = [&](std::size_t i, const token::LearnResult& r) {
     token::write_token_file(outs[i], r.token);
@@ -284,7 +288,12 @@ int main(int argc, char** argv) {
         ->type_name("DIR");
     app.add_option("--parents", o.parents, "with --concepts: JSON object mapping folder name to parent word")
         ->type_name("FILE.json");
-    app.add_option("--cohort", o.cohort, "with --concepts: tokens per batched step")->capture_default_str();
+    app.add_option("--cohort", o.cohort, "with --concepts: tokens in flight at once, split between the workers")
+        ->capture_default_str();
+    app.add_option("--workers", o.workers,
+                   "with --concepts: threads each running batched steps over a share of the tokens (0 = auto: "
+                   "cores / --threads, so 2 on 2 cores with the default bundle)")
+        ->capture_default_str()->check(CLI::NonNegativeNumber);
     app.add_option("--parent", o.parent, "the parent concept word, e.g. dress (with --df2: default the category)");
     app.add_option("--token", o.token, "the token string, e.g. \"<my-dress>\"");
     app.add_option("--out", o.out, "token file to write (.safetensors); with --concepts a folder")->required()->type_name("FILE");

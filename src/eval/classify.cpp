@@ -262,6 +262,7 @@ EvalSummary run_classification(const model::Bundle& bundle, const ClassifyOption
   token::CohortOptions co;
   co.stop = o.stop;
   co.progress = o.progress;
+  co.cores = o.threads;  // ctok-batch --jobs N gives each cell its share of the cores
   for (const auto& u : units) {
     if (file_exists(unit_path(u))) continue;
     for (const auto& m : learned) {

@@ -569,6 +569,7 @@ UnitRecord Evaluation::evaluate_unit(const data::Concept& c, uint64_t seed, bool
   token::CohortOptions lo;  // the methods of one concept learn as one cohort
   lo.stop = o_.stop;
   lo.progress = false;
+  lo.cores = o_.threads;  // ctok-batch --jobs N gives each cell its share of the cores
   for (const auto& m : o_.methods) {
     if (!is_learned(m)) continue;
     const std::string path = token_path(c, seed, m);

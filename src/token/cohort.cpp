@@ -4,12 +4,16 @@
 
 #include <chrono>
 #include <filesystem>
+#include <exception>
 #include <memory>
+#include <mutex>
+#include <thread>
 
 #include "ctok/core/error.hpp"
 #include "ctok/core/fs.hpp"
 #include "ctok/core/log.hpp"
 #include "ctok/core/progress.hpp"
+#include "ctok/core/threads.hpp"
 #include "learner_impl.hpp"
 
 namespace ctok::token {
@@ -133,23 +137,29 @@ void cohort_step(std::vector<Member*>& members, std::vector<CohortResult>& resul
 
 }  // namespace
 
-std::vector<CohortResult> learn_cohort(const model::Bundle& bundle, const std::vector<LearnRequest>& requests,
-                                       const CohortOptions& options) {
-  std::vector<CohortResult> results(requests.size());
-  if (!options.checkpoint_paths.empty() && options.checkpoint_paths.size() != requests.size()) {
-    throw bad_input("cohort: one checkpoint path per request, or none").key("checkpoint_paths");
+int cohort_workers(const CohortOptions& options, std::size_t members) {
+  if (options.workers < 0) throw bad_input("cohort: workers must be >= 0 (0: auto)").key("workers");
+  int w = options.workers;
+  if (w == 0) {
+    const int cores = options.cores > 0 ? options.cores : hardware_threads();
+    w = std::max(1, cores / std::max(1, at::get_num_threads()));
   }
-  const std::size_t per_round = static_cast<std::size_t>(std::max(1, options.cohort));
-  int64_t total_steps = 0;
-  for (const auto& r : requests) total_steps += r.config.steps;
-  ProgressOptions po;
-  po.label = "learn " + std::to_string(requests.size()) + " token(s)";
-  po.unit = "step";
-  po.enabled = options.progress && !log_quiet();
-  Progress progress(total_steps, po);
-  for (std::size_t round = 0; round < requests.size(); round += per_round) {
+  // Never more workers than tokens in flight (--cohort 1 is one token at a time) or tokens.
+  const std::size_t cap = std::min(members, static_cast<std::size_t>(std::max(1, options.cohort)));
+  return static_cast<int>(std::max<std::size_t>(1, std::min(static_cast<std::size_t>(w), cap)));
+}
+
+namespace {
+
+// One worker's share of the requests (indices), learned in rounds of `per_round` members.
+// Returns false when stopped. `done_mu` serialises on_done across workers.
+bool run_shard(const model::Bundle& bundle, const std::vector<LearnRequest>& requests,
+               const std::vector<std::size_t>& shard, std::size_t per_round, const CohortOptions& options,
+               std::vector<CohortResult>& results, Progress& progress, std::mutex& done_mu) {
+  for (std::size_t round = 0; round < shard.size(); round += per_round) {
     std::vector<Member> members;
-    for (std::size_t i = round; i < std::min(requests.size(), round + per_round); ++i) {
+    for (std::size_t k = round; k < std::min(shard.size(), round + per_round); ++k) {
+      const std::size_t i = shard[k];
       Member m;
       m.index = i;
       m.checkpoint = options.checkpoint_paths.empty() ? "" : options.checkpoint_paths[i];
@@ -181,7 +191,10 @@ std::vector<CohortResult> learn_cohort(const model::Bundle& bundle, const std::v
           r.result.seconds = elapsed(m);
           if (!m.learner->recent_losses().empty()) r.result.last = m.learner->recent_losses().back();
           finish_result(*m.learner, r.result);
-          if (options.on_done) options.on_done(m.index, r.result);
+          if (options.on_done) {
+            std::lock_guard<std::mutex> lock(done_mu);
+            options.on_done(m.index, r.result);
+          }
         }
         if (m.active) active.push_back(&m);
       }
@@ -206,11 +219,57 @@ std::vector<CohortResult> learn_cohort(const model::Bundle& bundle, const std::v
           r.result.seconds = elapsed(*m);
           r.result.checkpoint_path = m->checkpoint;
         }
-        progress.finish();
-        for (std::size_t i = round + per_round; i < requests.size(); ++i) results[i].result.status = LearnStatus::kInterrupted;
-        return results;
+        for (std::size_t k = round + per_round; k < shard.size(); ++k)
+          results[shard[k]].result.status = LearnStatus::kInterrupted;
+        return false;
       }
     }
+  }
+  return true;
+}
+
+}  // namespace
+
+std::vector<CohortResult> learn_cohort(const model::Bundle& bundle, const std::vector<LearnRequest>& requests,
+                                       const CohortOptions& options) {
+  std::vector<CohortResult> results(requests.size());
+  if (!options.checkpoint_paths.empty() && options.checkpoint_paths.size() != requests.size()) {
+    throw bad_input("cohort: one checkpoint path per request, or none").key("checkpoint_paths");
+  }
+  if (requests.empty()) return results;
+  const int workers = cohort_workers(options, requests.size());
+  // --cohort bounds the tokens in flight (memory); the workers split it.
+  const std::size_t per_round = static_cast<std::size_t>(std::max(1, options.cohort / workers));
+  int64_t total_steps = 0;
+  for (const auto& r : requests) total_steps += r.config.steps;
+  ProgressOptions po;
+  po.label = "learn " + std::to_string(requests.size()) + " token(s)";
+  po.unit = "step";
+  po.enabled = options.progress && !log_quiet();
+  Progress progress(total_steps, po);
+  std::mutex done_mu;
+  // Requests are dealt round-robin, so workers get similar shares of mixed configs.
+  std::vector<std::vector<std::size_t>> shards(static_cast<std::size_t>(workers));
+  for (std::size_t i = 0; i < requests.size(); ++i) shards[i % shards.size()].push_back(i);
+  if (workers == 1) {
+    run_shard(bundle, requests, shards[0], per_round, options, results, progress, done_mu);
+  } else {
+    spdlog::debug("cohort: {} workers, up to {} token(s) each per batched step, {} intra-op thread(s)", workers,
+                  per_round, at::get_num_threads());
+    std::vector<std::exception_ptr> errors(shards.size());
+    std::vector<std::thread> pool;
+    for (std::size_t w = 0; w < shards.size(); ++w) {
+      pool.emplace_back([&, w] {
+        try {
+          run_shard(bundle, requests, shards[w], per_round, options, results, progress, done_mu);
+        } catch (...) {
+          errors[w] = std::current_exception();
+        }
+      });
+    }
+    for (auto& t : pool) t.join();
+    for (auto& e : errors)
+      if (e) std::rethrow_exception(e);
   }
   progress.finish();
   return results;

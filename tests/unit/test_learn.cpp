@@ -706,6 +706,7 @@ TEST(Cohort, EqualsLearningEachAlone) {
   CohortOptions o;
   o.progress = false;
   o.cohort = 3;
+  o.workers = 1;  // one batched step of all three
   auto res = learn_cohort(bundle(), reqs, o);
   ASSERT_EQ(res.size(), 3u);
   for (std::size_t i = 0; i < res.size(); ++i) {
@@ -725,12 +726,40 @@ TEST(Cohort, EqualsLearningEachAlone) {
     torch::Tensor x = torch::from_blob(one[i].result.token.vectors.data(), {1, 24}, torch::kFloat32).clone();
     EXPECT_LT((x - alone[i]).abs().max().item<double>(), 1e-4);
   }
+  // Two worker threads, each batching its round-robin share ({0, 2} and {1}), give the same.
+  o.cohort = 4;
+  o.workers = 2;
+  auto two = learn_cohort(bundle(), reqs, o);
+  for (std::size_t i = 0; i < res.size(); ++i) {
+    ASSERT_TRUE(two[i].error.empty()) << two[i].error;
+    EXPECT_EQ(two[i].result.steps_done, reqs[i].config.steps);
+    torch::Tensor x = torch::from_blob(two[i].result.token.vectors.data(), {1, 24}, torch::kFloat32).clone();
+    EXPECT_LT((x - alone[i]).abs().max().item<double>(), 1e-4) << "member " << i << " with 2 workers";
+  }
   // A bad request fails alone.
   reqs[1].images = {{(im.dir / "missing.png").string(), std::nullopt, ""}};
   auto bad = learn_cohort(bundle(), reqs, o);
   EXPECT_TRUE(bad[0].error.empty());
   EXPECT_NE(bad[1].error.find("missing.png"), std::string::npos) << bad[1].error;
   fs::remove_all(im.dir);
+}
+
+TEST(Cohort, Workers) {
+  CohortOptions o;
+  o.cohort = 16;
+  o.workers = 3;
+  EXPECT_EQ(cohort_workers(o, 10), 3);
+  EXPECT_EQ(cohort_workers(o, 2), 2);  // no more workers than tokens
+  o.cohort = 1;
+  EXPECT_EQ(cohort_workers(o, 10), 1);  // --cohort 1: one token at a time
+  o.cohort = 16;
+  o.workers = 0;
+  o.cores = 4;
+  EXPECT_EQ(cohort_workers(o, 10), std::max(1, 4 / at::get_num_threads()));
+  o.cores = 1;
+  EXPECT_EQ(cohort_workers(o, 10), 1);  // a ctok-batch cell's one core
+  o.workers = -1;
+  expect_bad_input([&] { cohort_workers(o, 10); }, "workers");
 }
 
 TEST(Cohort, StopsWithCheckpointsAndResumes) {

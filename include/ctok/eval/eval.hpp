@@ -96,7 +96,7 @@ struct EvalOptions {
   token::LearnConfig learn = method_base_config();  // base learning config (--config, --steps)
   std::string out;                         // output folder
   std::string cache_dir;                   // gallery store parent ("" : <out>)
-  int threads = 0;                         // image decoding threads (0: all cores)
+  int threads = 0;                         // cores for image decoding and learning workers (0: all)
   bool progress = true;                    // bar / periodic lines over the concepts
   std::string progress_label = "concepts";
   int bootstrap_resamples = 1000;          // intervals of the tables
@@ -155,7 +155,7 @@ struct ClassifyOptions {
   std::vector<uint64_t> seeds = {0, 1, 2};
   token::LearnConfig learn = method_base_config();
   std::string out, cache_dir;
-  int threads = 0;
+  int threads = 0;  // cores for image decoding and learning workers (0: all)
   bool progress = true;
   const std::atomic<bool>* stop = nullptr;
 };

@@ -11,7 +11,10 @@
 //   for (auto& r : results) if (r.error.empty()) write_token_file(..., r.result.token);
 //
 // Members may have different configs (methods) and step counts; one that finishes or fails
-// leaves the cohort and the others go on. Used by ctok-learn --concepts and ctok-eval.
+// leaves the cohort and the others go on. On a CPU with spare cores the requests are split
+// between worker threads (CohortOptions::workers), each batching its share: the small
+// default models gain more from cores across tokens than from cores inside each op.
+// Used by ctok-learn --concepts and ctok-eval.
 #pragma once
 
 #include <atomic>
@@ -25,7 +28,13 @@
 namespace ctok::token {
 
 struct CohortOptions {
-  int cohort = 16;                          // tokens per batched step (more are learned in rounds)
+  int cohort = 16;                          // tokens in flight at once (more are learned in rounds)
+  // Threads that each run their own batched steps over a round-robin share of the requests
+  // (cohort / workers tokens per step each). 0: auto, the cores over libtorch's intra-op
+  // threads (2 on a 2-core machine with the small default bundle's 1 intra-op thread; 1 for
+  // a big bundle that uses every core inside each op). Capped by `cohort` and the requests.
+  int workers = 0;
+  int cores = 0;  // cores the auto rule may fill (0: every core); jobs run side by side give their share
   std::vector<std::string> checkpoint_paths;  // per request; empty or "": none. An existing file is resumed.
   bool progress = true;                     // one bar over every token's steps
   const std::atomic<bool>* stop = nullptr;  // Ctrl-C: checkpoints written, members left interrupted
@@ -37,6 +46,9 @@ struct CohortResult {
   LearnResult result;  // status kInterrupted when stopped
   std::string error;   // non-empty when this member failed (bad input, NaN); the others are unaffected
 };
+
+// The workers `options` resolves to for `members` requests (>= 1); bad_input when < 0.
+int cohort_workers(const CohortOptions& options, std::size_t members);
 
 // Learners are built (images decoded, features and latents cached) one round at a time;
 // bad_input of one request is that member's error, not the cohort's.
