@@ -9,7 +9,7 @@
 #
 # N concept folders of 5 photos each (hidden-category sneakers and sandals, seeded), shared
 # folder negatives; ctok-learn --concepts with --cohort 1 (solo, one token after another in
-# one process), 4 and N, each with one worker thread and with the auto count (2 on 2 cores).
+# one process), 8 (the default) and N, each with one worker thread and with the auto count (2 on 2 cores).
 # Prints a Markdown table: seconds, tokens/min, speed-up, peak RSS.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,7 +19,7 @@ N=${3:-16}
 STEPS=${4:-100}
 THREADS=${THREADS:-0}
 WORKERS=${WORKERS:-1 0}
-COHORTS=${COHORTS:-1 4 $N}
+COHORTS=${COHORTS:-1 8 $N}
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 export PYTHONPATH=$root/scripts/python CTOK_CACHE_DIR="$T/cache"

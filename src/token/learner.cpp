@@ -761,8 +761,12 @@ void finish_result(Learner& learner, LearnResult& result) {
     }
     if (hub.hub()) {
       spdlog::warn("the token looks like a hub: its prompt wins on {:.0f}% of the negative images, not only on the "
-                   "concept's; it will pick out the parent rather than the concept (try other negatives{})",
-                   100 * hub.negatives_won, learner.config().lambda_cls > 0 ? " or a smaller lambda_cls" : "");
+                   "concept's; it will pick out the parent rather than the concept ({})",
+                   100 * hub.negatives_won,
+                   learner.config().lambda_cls > 0
+                       ? "try other negatives or a smaller lambda_cls"
+                       : "it was learned without the classification loss: more --steps, or --lambda-cls 0.1 to "
+                         "train it against these negatives");
     }
   }
   result.token = learner.token_file(result.metrics);

@@ -28,7 +28,10 @@
 namespace ctok::token {
 
 struct CohortOptions {
-  int cohort = 16;                          // tokens in flight at once (more are learned in rounds)
+  // Tokens in flight at once (more are learned in rounds), split between the workers: 8 is
+  // 4 per worker on 2 cores, the fastest measured on the CPU (docs/results.md, cohort learning);
+  // on a GPU a bigger cohort fills the device better (try 64).
+  int cohort = 8;
   // Threads that each run their own batched steps over a round-robin share of the requests
   // (cohort / workers tokens per step each). 0: auto, the cores over libtorch's intra-op
   // threads (2 on a 2-core machine with the small default bundle's 1 intra-op thread; 1 for
