@@ -22,6 +22,7 @@
 #include "ctok/model/clip.hpp"
 #include "ctok/retrieval/gallery_store.hpp"
 #include "ctok/token/cohort.hpp"
+#include "identity_range.hpp"
 #include "ctok/token/token_file.hpp"
 
 namespace fs = std::filesystem;
@@ -115,10 +116,7 @@ EvalSummary run_classification(const model::Bundle& bundle, const ClassifyOption
   token::validate(o.learn);
   // The identity range. min_identity > 0 is the tuning set: support, negatives and the
   // evaluated items all come from the train split's identities >= min_identity.
-  if (o.min_identity < 0) {
-    throw bad_input("--min-identity must be 0 (off) or a pair_id").key("min_identity")
-        .found(std::to_string(o.min_identity));
-  }
+  check_min_identity(o.min_identity);
   if (o.max_identity < 0) {
     throw bad_input("--max-identity must be 0 (all) or a pair_id").key("max_identity")
         .found(std::to_string(o.max_identity));

@@ -29,6 +29,7 @@
 #include "ctok/token/token_file.hpp"
 #include "ctok/token/cohort.hpp"
 #include "ctok/token/negatives.hpp"
+#include "identity_range.hpp"
 
 namespace ctok::eval {
 
@@ -143,12 +144,7 @@ GairEvalOptions GairEvalOptions::from_json(const Json& j, const std::string& ori
   return g;
 }
 
-token::LearnConfig method_base_config() {
-  token::LearnConfig c;
-  c.lambda_cls = 0.1;
-  c.subspace = "auto";
-  return c;
-}
+token::LearnConfig method_base_config() { return token::whole_method_config(); }
 
 token::LearnConfig method_config(const std::string& m, const token::LearnConfig& base) {
   token::LearnConfig c = base;
@@ -238,10 +234,7 @@ bool Evaluation::has_extras() const {
 }
 
 void Evaluation::read_data() {
-  if (o_.min_identity < 0) {  // before the split is read (a train split is large)
-    throw bad_input("--min-identity must be 0 (off) or a pair_id").key("min_identity")
-        .found(std::to_string(o_.min_identity));
-  }
+  check_min_identity(o_.min_identity);  // before the split is read (a train split is large)
   std::error_code ec;
   if (!fs::is_directory(o_.df2, ec)) throw bad_input("DeepFashion2 root not found or not a folder").file(o_.df2).key("df2");
   if (!fs::is_directory(fs::path(o_.df2) / o_.split, ec)) {

@@ -152,8 +152,9 @@ int cohort_workers(const CohortOptions& options, std::size_t members) {
 namespace {
 
 // One worker's share of the requests (indices), learned in rounds of `per_round` members.
-// Returns false when stopped. `done_mu` serialises on_done across workers.
-bool run_shard(const model::Bundle& bundle, const std::vector<LearnRequest>& requests,
+// Stops (members and later rounds marked interrupted) when options.stop is set. `done_mu`
+// serialises on_done across workers.
+void run_shard(const model::Bundle& bundle, const std::vector<LearnRequest>& requests,
                const std::vector<std::size_t>& shard, std::size_t per_round, const CohortOptions& options,
                std::vector<CohortResult>& results, Progress& progress, std::mutex& done_mu) {
   for (std::size_t round = 0; round < shard.size(); round += per_round) {
@@ -221,11 +222,10 @@ bool run_shard(const model::Bundle& bundle, const std::vector<LearnRequest>& req
         }
         for (std::size_t k = round + per_round; k < shard.size(); ++k)
           results[shard[k]].result.status = LearnStatus::kInterrupted;
-        return false;
+        return;
       }
     }
   }
-  return true;
 }
 
 }  // namespace

@@ -84,6 +84,13 @@ LearnConfig merge_learn_config(const LearnConfig& base, const nlohmann::json& j,
   return c;
 }
 
+LearnConfig whole_method_config() {
+  LearnConfig c;
+  c.lambda_cls = 0.1;
+  c.subspace = "auto";
+  return c;
+}
+
 LearnConfig learn_config_from_json(const nlohmann::json& j, const std::string& origin) {
   return merge_learn_config(LearnConfig{}, j, origin);
 }

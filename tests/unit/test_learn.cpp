@@ -91,16 +91,9 @@ Images make_images(const std::string& name, int n_pos = 3, int n_neg = 4) {
   return out;
 }
 
-// The learner's tests exercise the whole method, the classification loss and the attribute
-// subspace on (the defaults before tuning; the shipped defaults are inversion only, free vector).
-LearnConfig method_defaults() {
-  LearnConfig c;
-  c.lambda_cls = 0.1;
-  c.subspace = "auto";
-  return c;
-}
-
-LearnRequest request(const Images& im, LearnConfig c = method_defaults()) {
+// The learner's tests exercise the whole method (whole_method_config: the classification loss
+// and the attribute subspace on; the shipped defaults are inversion only, free vector).
+LearnRequest request(const Images& im, LearnConfig c = whole_method_config()) {
   LearnRequest r;
   r.token = "<my-shoe>";
   r.parent = "shoe";
@@ -199,7 +192,7 @@ TEST(Subspace, OrthonormalAndSpansTheWords) {
 
 TEST(Learner, LossesFiniteAndTokenFile) {
   Images im = make_images("finite");
-  LearnConfig c = method_defaults();
+  LearnConfig c = whole_method_config();
   c.steps = 3;
   Learner learner(bundle(), request(im, c));
   EXPECT_EQ(learner.usable_images(), 3);
@@ -250,7 +243,7 @@ TEST(Learner, LossesFiniteAndTokenFile) {
 
 TEST(Learner, ClassificationLossGoesDown) {
   Images im = make_images("down", 1, 2);
-  LearnConfig c = method_defaults();
+  LearnConfig c = whole_method_config();
   c.lambda_inv = 0;
   c.lambda_cls = 1;
   c.subspace = "none";
@@ -268,7 +261,7 @@ TEST(Learner, ClassificationLossGoesDown) {
 
 TEST(Learner, InversionLossGoesDownOnAFixedDraw) {
   Images im = make_images("inv_down", 1, 0);
-  LearnConfig c = method_defaults();
+  LearnConfig c = whole_method_config();
   c.lambda_inv = 1;
   c.lambda_cls = 0;
   c.subspace = "none";
@@ -285,7 +278,7 @@ TEST(Learner, InversionLossGoesDownOnAFixedDraw) {
 
 TEST(Learner, ResumeIsBitIdentical) {
   Images im = make_images("resume");
-  LearnConfig c = method_defaults();
+  LearnConfig c = whole_method_config();
   c.steps = 6;
   c.checkpoint_every = 0;
   const std::string ckpt = (im.dir / "run.ckpt").string();
@@ -331,7 +324,7 @@ TEST(Learner, ResumeIsBitIdentical) {
 
 TEST(Learner, SubspaceKeepsTheTokenInSpan) {
   Images im = make_images("span");
-  LearnConfig c = method_defaults();
+  LearnConfig c = whole_method_config();
   c.steps = 5;
   c.subspace_lr = 0.1;
   Learner learner(bundle(), request(im, c));
@@ -353,7 +346,7 @@ TEST(Learner, SubspaceKeepsTheTokenInSpan) {
 
 TEST(Learner, NanStopsAndKeepsTheLastGoodCheckpoint) {
   Images im = make_images("nan");
-  LearnConfig c = method_defaults();
+  LearnConfig c = whole_method_config();
   c.steps = 20;
   c.subspace = "none";
   // Step 1 is computed at the initial vector and moves it by ~1e37 per coordinate; step 2's
@@ -392,7 +385,7 @@ TEST(Learner, NanStopsAndKeepsTheLastGoodCheckpoint) {
 
 TEST(Learner, ResumeRefusesAnotherConfigOrImages) {
   Images im = make_images("mismatch");
-  LearnConfig c = method_defaults();
+  LearnConfig c = whole_method_config();
   c.steps = 2;
   const std::string ckpt = (im.dir / "m.ckpt").string();
   {
@@ -425,7 +418,7 @@ TEST(Learner, ResumeRefusesAnotherConfigOrImages) {
 
 TEST(Learner, BadInput) {
   Images im = make_images("bad");
-  LearnConfig c = method_defaults();
+  LearnConfig c = whole_method_config();
   {
     LearnRequest r = request(im, c);
     r.token = "dress";  // one piece of the fixture's vocabulary
@@ -457,7 +450,7 @@ TEST(Learner, BadInput) {
 
 TEST(Learner, DiskCacheGivesTheSameResult) {
   Images im = make_images("cache");
-  LearnConfig c = method_defaults();
+  LearnConfig c = whole_method_config();
   c.steps = 2;
   c.cache_dir = (im.dir / "cache").string();
   RunOptions o;
@@ -520,7 +513,7 @@ TEST(Losses, HubScoresWorseThanDiscriminative) {
 
 TEST(Learner, NoTextSideWithoutNegatives) {
   Images im = make_images("no_negatives", 2, 0);
-  LearnConfig c = method_defaults();
+  LearnConfig c = whole_method_config();
   c.steps = 2;
   c.subspace = "none";
   Learner learner(bundle(), request(im, c));
@@ -541,7 +534,7 @@ TEST(Learner, LabelledNegativesAndHubCheck) {
   im.negatives[1].label = "ankle boot";  // likewise
   im.negatives[2].label = "shoe";        // the parent prompt
   im.negatives[3].label = "hat";         // no prompt: "not the token"
-  LearnConfig c = method_defaults();
+  LearnConfig c = whole_method_config();
   c.steps = 2;
   c.subspace = "none";
   Learner learner(bundle(), request(im, c));
@@ -683,7 +676,7 @@ TEST(Negatives, GeneratedAreCachedPerBundleAndReused) {
 TEST(Cohort, EqualsLearningEachAlone) {
   Images im = make_images("cohort", 3, 3);
   std::vector<LearnRequest> reqs;
-  LearnConfig a = method_defaults();
+  LearnConfig a = whole_method_config();
   a.steps = 6;
   a.subspace = "none";
   reqs.push_back(request(im, a));
@@ -764,7 +757,7 @@ TEST(Cohort, Workers) {
 
 TEST(Cohort, StopsWithCheckpointsAndResumes) {
   Images im = make_images("cohort_resume", 2, 2);
-  LearnConfig a = method_defaults();
+  LearnConfig a = whole_method_config();
   a.steps = 6;
   a.subspace = "none";
   std::vector<LearnRequest> reqs{request(im, a), request(im, a)};

@@ -84,6 +84,10 @@ const std::vector<std::string>& learn_config_keys();
 LearnConfig learn_config_from_json(const nlohmann::json& json, const std::string& origin);
 // `base` with the keys present in `json` replaced.
 LearnConfig merge_learn_config(const LearnConfig& base, const nlohmann::json& json, const std::string& origin);
+// The whole method of docs/method.md: the defaults with the classification loss (0.1) and
+// the attribute subspace ("auto") on. The base of ctok-eval's method table
+// (eval::method_base_config) and of the learner's own tests.
+LearnConfig whole_method_config();
 // `base` (default: the defaults) with the file's keys replaced, validated.
 LearnConfig read_learn_config(const std::string& path, const LearnConfig& base = LearnConfig{});
 nlohmann::json to_json(const LearnConfig& config);
